@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "iommufs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "iommufs", targets: ["iommufs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // The C shim over libfuse3's low-level API (found with pkg-config fuse3).
+        .systemLibrary(
+            name: "CFuse",
+            path: "CFuse",
+            pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev"])]
+        ),
+        // The kernel model: groups, devices, domains, DMA ownership, the type store.
+        .target(
+            name: "IOMMUCore",
+            dependencies: [.product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // Machine descriptions: JSON documents, validation, the embedded default machine.
+        .target(
+            name: "Topology",
+            dependencies: ["IOMMUCore"],
+            resources: [.copy("Resources/default-machine.json")]
+        ),
+        // A kernfs-like node tree built from the model.
+        .target(
+            name: "Sysfs",
+            dependencies: ["IOMMUCore", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The libfuse low-level session serving a Sysfs tree.
+        .target(
+            name: "FuseServer",
+            dependencies: ["CFuse", "Sysfs", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .executableTarget(
+            name: "iommufs",
+            dependencies: [
+                "IOMMUCore", "Topology", "Sysfs", "FuseServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology"]),
+        .testTarget(name: "SysfsTests", dependencies: ["Sysfs", "Topology"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Topology"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,85 @@
+/// The kernel configuration and command line that decide the boot default
+/// domain type (`iommu_subsys_init`, `iommu_setup` on x86).
+public struct BootOptions: Sendable, Equatable {
+    /// The `IOMMU_DEFAULT_*` Kconfig choice.
+    public enum ConfigDefault: String, Sendable, CaseIterable {
+        case lazy, strict, passthrough
+    }
+
+    /// Kconfig default; X86 and S390 default to lazy.
+    public var configDefault: ConfigDefault
+    /// `iommu.passthrough=`, `iommu=pt` / `iommu=nopt`: nil when absent.
+    public var passthrough: Bool?
+    /// `iommu.strict=`: nil when absent.
+    public var strict: Bool?
+    /// Memory encryption (SME/TDX) disables a configured passthrough default.
+    public var memoryEncryption: Bool
+
+    public init(configDefault: ConfigDefault = .lazy, passthrough: Bool? = nil,
+                strict: Bool? = nil, memoryEncryption: Bool = false) {
+        self.configDefault = configDefault
+        self.passthrough = passthrough
+        self.strict = strict
+        self.memoryEncryption = memoryEncryption
+    }
+
+    /// Reads the options the IOMMU core cares about from a kernel command
+    /// line; later occurrences win, as with the kernel's early params.
+    /// Values the kernel would reject (`kstrtobool` failures) are ignored.
+    public init(commandLine: String, configDefault: ConfigDefault = .lazy, memoryEncryption: Bool = false) {
+        self.init(configDefault: configDefault, memoryEncryption: memoryEncryption)
+        for word in commandLine.split(whereSeparator: \.isWhitespace) {
+            let parts = word.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let value = String(parts[1])
+            switch parts[0] {
+            case "iommu.passthrough": if let b = Self.kstrtobool(value) { passthrough = b }
+            case "iommu.strict": if let b = Self.kstrtobool(value) { strict = b }
+            case "iommu":
+                for option in value.split(separator: ",") {
+                    if option == "pt" { passthrough = true }
+                    if option == "nopt" { passthrough = false }
+                }
+            default: break
+            }
+        }
+    }
+
+    /// `kstrtobool`: the first character decides (1/y/Y/t/T, 0/n/N/f/F),
+    /// plus "on"/"off".
+    static func kstrtobool(_ s: String) -> Bool? {
+        let lower = s.lowercased()
+        if lower.hasPrefix("on") { return true }
+        if lower.hasPrefix("of") { return false }
+        switch s.first {
+        case "1", "y", "Y", "t", "T": return true
+        case "0", "n", "N", "f", "F": return false
+        default: return nil
+        }
+    }
+
+    /// The global default type before IOMMU drivers initialise, and the
+    /// `iommu:` lines `iommu_subsys_init` prints.
+    func subsystemDefault() -> (type: DomainType, strict: Bool, log: [String]) {
+        var log: [String] = []
+        var identity: Bool
+        if let passthrough {
+            identity = passthrough
+        } else {
+            identity = configDefault == .passthrough
+            if identity && memoryEncryption {
+                log.append("iommu: Memory encryption detected - Disabling default IOMMU Passthrough")
+                identity = false
+            }
+        }
+        let isStrict = strict ?? (configDefault == .strict)
+        let type: DomainType = identity ? .identity : (isStrict ? .dma : .dmaFQ)
+        let viaCommandLine = passthrough != nil ? " (set via kernel command line)" : ""
+        log.append("iommu: Default domain type: \(type.logName)\(viaCommandLine)")
+        if !identity {
+            let strictSuffix = strict != nil ? " (set via kernel command line)" : ""
+            log.append("iommu: DMA domain TLB invalidation policy: \(isStrict ? "strict" : "lazy") mode\(strictSuffix)")
+        }
+        return (type, isStrict, log)
+    }
+}

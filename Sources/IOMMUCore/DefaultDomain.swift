@@ -1,0 +1,133 @@
+import SystemPackage
+
+/// The default-domain machinery of `drivers/iommu/iommu.c`. Every function
+/// here runs with the group's mutex held: it is handed the locked state.
+extension IOMMUGroup {
+    /// `iommu_get_default_domain_type`: the type the members' drivers ask
+    /// for (nil = no preference), combined with an explicit `target`
+    /// (nil = "auto"). Fails (→ EINVAL) when an untrusted device meets a
+    /// driver wish other than DMA, or when `target` contradicts the wish.
+    func requiredDomainType(_ s: inout GroupState, target: DomainType?) -> Result<DomainType?, Errno> {
+        var driverType: DomainType?
+        var untrusted: Device?
+        for member in s.devices {
+            driverType = combinedWish(driverType, member.device)
+            if member.device.untrusted { untrusted = member.device }
+        }
+        if let untrusted {
+            if let wish = driverType, wish != .dma {
+                subsystem.log.append(untrusted.logPrefix
+                    + "Device is not trusted, but driver is overriding group \(id) to \(wish.logName), refusing to probe.")
+                return .failure(.invalidArgument)
+            }
+            driverType = .dma
+        }
+        guard let target else { return .success(driverType) }
+        if let driverType, driverType != target { return .failure(.invalidArgument) }
+        return .success(target)
+    }
+
+    /// `iommu_get_def_domain_type`: folds one device's wish into the wish so
+    /// far; on a conflict IDENTITY wins, else the earlier wish stays.
+    private func combinedWish(_ current: DomainType?, _ device: Device) -> DomainType? {
+        guard let wish = device.domainWish, wish != current else { return current }
+        guard let current else { return wish }
+        subsystem.log.append(device.logPrefix
+            + "IOMMU driver error, requesting conflicting def_domain_type, \(current.logName) and \(wish.logName), for devices in group \(id).")
+        return wish == .identity ? wish : current
+    }
+
+    /// `__iommu_group_alloc_default_domain`: the current default domain if
+    /// it already has `type`, else a new one from the first member's unit.
+    private func groupDomain(_ s: inout GroupState, _ type: DomainType) -> Result<Domain, Errno> {
+        if let current = s.defaultDomain, current.type == type { return .success(current) }
+        guard let unit = s.devices.first?.device.unit else { return .failure(.noDevice) }
+        return subsystem.allocateDomain(type, on: unit, at: .domainAlloc)
+    }
+
+    /// `iommu_group_alloc_default_domain`: an explicit type gets no
+    /// fallback; "auto" tries the global default, then DMA with a warning.
+    private func allocateDefaultDomain(_ s: inout GroupState, _ required: DomainType?) -> Result<Domain, Errno> {
+        if let required { return groupDomain(&s, required) }
+        let global = subsystem.defaultDomainType
+        let first = groupDomain(&s, global)
+        if case .success = first { return first }
+        if global == .dma { return .failure(.invalidArgument) }
+        let fallback = groupDomain(&s, .dma)
+        if case .success = fallback {
+            subsystem.log.append("iommu: Failed to allocate default IOMMU domain of type \(global.rawValue) for group \(s.name ?? "(null)") - Falling back to IOMMU_DOMAIN_DMA")
+        }
+        return fallback
+    }
+
+    /// `iommu_setup_default_domain`: picks, allocates and attaches the
+    /// default domain of type `target` (nil = auto). On failure the group
+    /// is left exactly as it was: every device back on the old domain.
+    func setupDefaultDomain(_ s: inout GroupState, target: DomainType?) -> Errno? {
+        let required: DomainType?
+        switch requiredDomainType(&s, target: target) {
+        case .success(let t): required = t
+        case .failure(let e): return e
+        }
+        let domain: Domain
+        switch allocateDefaultDomain(&s, required) {
+        case .success(let d): domain = d
+        case .failure(let e): return e
+        }
+        if domain === s.defaultDomain { return nil }
+
+        let old = s.defaultDomain
+        s.defaultDomain = domain
+        // The first attach of a group must not fail (nofail path).
+        if let error = setGroupDomain(&s, domain, mustSucceed: s.domain == nil) {
+            s.defaultDomain = old
+            return error
+        }
+        return nil
+    }
+
+    /// `__iommu_group_set_domain_internal`: attaches every member to `new`.
+    /// Unless `mustSucceed`, the first failure moves the devices already
+    /// switched back to the group's current domain and is returned.
+    func setGroupDomain(_ s: inout GroupState, _ new: Domain, mustSucceed: Bool) -> Errno? {
+        if s.domain === new { return nil }
+        var result: Errno?
+        for index in s.devices.indices {
+            guard let error = setDeviceDomain(&s, index, new, mustSucceed: mustSucceed) else { continue }
+            result = error
+            if mustSucceed { continue }
+            if let current = s.domain {
+                for revert in 0...index { _ = setDeviceDomain(&s, revert, current, mustSucceed: true) }
+            }
+            return error
+        }
+        s.domain = new
+        return result
+    }
+
+    /// `__iommu_device_set_domain`: one device's attach. A device whose
+    /// firmware requires 1:1 mappings refuses the blocking domain.
+    func setDeviceDomain(_ s: inout GroupState, _ index: Int, _ new: Domain, mustSucceed: Bool) -> Errno? {
+        let device = s.devices[index].device
+        if device.requiresDirectMapping && (new.type == .blocked || new === s.blockingDomain) {
+            subsystem.log.append(device.logPrefix + "Firmware has requested this device have a 1:1 IOMMU mapping, rejecting configuring the device without a 1:1 mapping. Contact your platform vendor.")
+            return .invalidArgument
+        }
+        if s.devices[index].attached === new { return nil }
+        if !mustSucceed, let errno = subsystem.faults.fire(.attach) { return errno }
+        s.devices[index].attached = new
+        return nil
+    }
+
+    /// `iommu_setup_dma_ops` for every member (v6.10+, under the mutex):
+    /// `iommu_dma_init_domain` downgrades a DMA-FQ domain to DMA when the
+    /// unit cannot defer flushes or the flush queue cannot be set up.
+    func setUpDMAOps(_ s: inout GroupState) {
+        guard let domain = s.defaultDomain else { return }
+        for member in s.devices where domain.type == .dmaFQ {
+            if member.device.unit?.abilities.deferredFlush != true || subsystem.initFlushQueue(domain) != nil {
+                domain.type = .dma
+            }
+        }
+    }
+}

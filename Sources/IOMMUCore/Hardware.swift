@@ -1,0 +1,85 @@
+import SystemPackage
+
+/// What an IOMMU hardware driver (intel-iommu, amd-iommu, ...) can do, as
+/// far as the core's logic can tell.
+public struct IOMMUDriverAbilities: Sendable, Equatable {
+    /// The family decides unit names and sysfs placement (§1 of the
+    /// behaviour reference): Intel units are class devices without a parent
+    /// (`/sys/devices/virtual/iommu/dmarN`), AMD units sit under the IOMMU's
+    /// own PCI function.
+    public enum Family: String, Sendable, CaseIterable {
+        case intel, amd
+    }
+
+    public var family: Family
+    /// Default-domain types the driver can allocate. DMA-FQ is a DMA domain
+    /// with a flush queue, so it needs `.dma`.
+    public var domainTypes: Set<DomainType>
+    /// `IOMMU_CAP_DEFERRED_FLUSH`: without it a DMA-FQ domain is downgraded
+    /// to DMA when DMA ops are set up.
+    public var deferredFlush: Bool
+    /// The errno an allocation of an unsupported type returns (v6.7+: the
+    /// allocator's own; ENOMEM for a legacy `domain_alloc` returning NULL,
+    /// EOPNOTSUPP when there is no suitable op).
+    public var unsupportedTypeErrno: Errno
+    /// The driver forces strict invalidation at init (VT-d with caching mode
+    /// under virtualization): the global default DMA-FQ becomes DMA.
+    public var forcesStrict: Bool
+
+    public init(family: Family,
+                domainTypes: Set<DomainType> = [.blocked, .identity, .dma, .unmanaged],
+                deferredFlush: Bool = true,
+                unsupportedTypeErrno: Errno = .noMemory,
+                forcesStrict: Bool = false) {
+        self.family = family
+        self.domainTypes = domainTypes
+        self.deferredFlush = deferredFlush
+        self.unsupportedTypeErrno = unsupportedTypeErrno
+        self.forcesStrict = forcesStrict
+    }
+
+    /// Whether a domain of `type` can be allocated.
+    func canAllocate(_ type: DomainType) -> Bool {
+        domainTypes.contains(type == .dmaFQ ? .dma : type)
+    }
+
+    /// The prefix of this driver's own `pr_*` lines.
+    var logPrefix: String {
+        switch family {
+        case .intel: "DMAR: "
+        case .amd: "AMD-Vi: "
+        }
+    }
+}
+
+/// One IOMMU hardware unit (`struct iommu_device`), e.g. `dmar0`.
+public struct IOMMUUnit: Sendable, Equatable {
+    public var name: String
+    public var abilities: IOMMUDriverAbilities
+    /// The sysfs directory of the unit's class device, from the sysfs root:
+    /// `devices/virtual/iommu/dmar0` for Intel, or
+    /// `devices/pci0000:00/0000:00:00.2/iommu/ivhd0` for AMD.
+    public var sysfsPath: String
+
+    public init(name: String, abilities: IOMMUDriverAbilities, sysfsPath: String) {
+        self.name = name
+        self.abilities = abilities
+        self.sysfsPath = sysfsPath
+    }
+}
+
+/// A PCI device driver as far as DMA ownership cares.
+public struct PCIDriver: Sendable, Equatable, Hashable {
+    public var name: String
+    /// `driver_managed_dma`: vfio-pci, pci-stub, pcieport... manage DMA
+    /// themselves, so binding them takes no group reference.
+    public var managesDMA: Bool
+
+    public init(name: String, managesDMA: Bool) {
+        self.name = name
+        self.managesDMA = managesDMA
+    }
+
+    /// The drivers that set `driver_managed_dma` in mainline (S13).
+    public static let dmaManagingNames: Set<String> = ["vfio-pci", "pci-stub", "pcieport"]
+}

@@ -1,0 +1,25 @@
+/// The kernel version whose behaviour a machine reproduces.
+///
+/// The logic consults the profile where kernels differ instead of forking
+/// whole functions, so older or newer kernels are added as data. Only
+/// differences the logic implements are listed.
+public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+
+    /// v6.7+ (b85b4f30846b) returns the allocator's errno when a default
+    /// domain of the requested type cannot be allocated; v6.5–v6.6 always
+    /// returned ENODEV.
+    public var returnsAllocatorErrno: Bool
+
+    public var description: String { name }
+
+    /// Linux 6.12, the kernel the first oracle transcript was printed by.
+    public static let linux6_12 = KernelProfile(name: "linux-6.12", returnsAllocatorErrno: true)
+
+    /// The behaviour new machines get.
+    public static let current = linux6_12
+
+    public static let all: [KernelProfile] = [.linux6_12]
+
+    public static func named(_ name: String) -> KernelProfile? { all.first { $0.name == name } }
+}

@@ -1,0 +1,59 @@
+/// Everything needed to boot a `Machine`: what firmware and hardware
+/// present before the IOMMU core runs.
+public struct MachineSpec: Sendable {
+    /// One PCI function as the bus scan finds it.
+    public struct DeviceSpec: Sendable {
+        public var address: PCIAddress
+        public var vendorID: UInt16
+        public var deviceID: UInt16
+        public var classCode: UInt32
+        /// The bridge the device sits behind; nil on a root bus.
+        public var parent: PCIAddress?
+        /// The IOMMU unit translating for it; nil for a VFIO no-IOMMU device.
+        public var unit: String?
+        /// Devices with the same label share an IOMMU group. Ids are not
+        /// taken from labels: the core assigns the lowest free id in probe
+        /// order, as the kernel's IDA does.
+        public var group: String
+        /// The driver bound at boot.
+        public var driver: String?
+        public var domainWish: DomainType?
+        public var untrusted: Bool
+        public var reservedRegions: [ReservedRegion]
+
+        public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
+                    parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
+                    domainWish: DomainType? = nil, untrusted: Bool = false,
+                    reservedRegions: [ReservedRegion] = []) {
+            self.address = address
+            self.vendorID = vendorID
+            self.deviceID = deviceID
+            self.classCode = classCode
+            self.parent = parent
+            self.unit = unit
+            self.group = group
+            self.driver = driver
+            self.domainWish = domainWish
+            self.untrusted = untrusted
+            self.reservedRegions = reservedRegions
+        }
+    }
+
+    public var boot: BootOptions
+    public var units: [IOMMUUnit]
+    public var drivers: [PCIDriver]
+    public var devices: [DeviceSpec]
+
+    public init(boot: BootOptions, units: [IOMMUUnit], drivers: [PCIDriver], devices: [DeviceSpec]) {
+        self.boot = boot
+        self.units = units
+        self.drivers = drivers
+        self.devices = devices
+    }
+}
+
+/// A machine description the core cannot boot, with the reason.
+public struct MachineSpecError: Error, Equatable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

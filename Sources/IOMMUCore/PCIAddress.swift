@@ -1,0 +1,46 @@
+/// A PCI device address, `dddd:bb:dd.f` as `dev_name()` prints it.
+public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var domain: UInt16
+    public var bus: UInt8
+    public var device: UInt8
+    public var function: UInt8
+
+    public init(domain: UInt16 = 0, bus: UInt8, device: UInt8, function: UInt8) {
+        precondition(device < 32 && function < 8, "device must be < 32 and function < 8")
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
+    }
+
+    /// Parses `dddd:bb:dd.f` (the form sysfs names devices by); nil otherwise.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].count == 4, parts[1].count == 2 else { return nil }
+        let devfn = parts[2].split(separator: ".", omittingEmptySubsequences: false)
+        guard devfn.count == 2, devfn[0].count == 2, devfn[1].count == 1,
+              let domain = UInt16(parts[0], radix: 16), let bus = UInt8(parts[1], radix: 16),
+              let device = UInt8(devfn[0], radix: 16), let function = UInt8(devfn[1], radix: 16),
+              device < 32, function < 8,
+              parts.allSatisfy({ $0.allSatisfy(\.isHexDigit) }), devfn.allSatisfy({ $0.allSatisfy(\.isHexDigit) })
+        else { return nil }
+        self.init(domain: domain, bus: bus, device: device, function: function)
+    }
+
+    public var description: String {
+        hex(domain, 4) + ":" + hex(bus, 2) + ":" + hex(device, 2) + "." + String(function)
+    }
+
+    /// The root bus directory name under /sys/devices, e.g. `pci0000:00`.
+    public var rootBusName: String { "pci" + hex(domain, 4) + ":" + hex(bus, 2) }
+
+    public static func < (a: PCIAddress, b: PCIAddress) -> Bool {
+        (a.domain, a.bus, a.device, a.function) < (b.domain, b.bus, b.device, b.function)
+    }
+}
+
+/// Lowercase, zero-padded hexadecimal without a prefix.
+func hex<T: BinaryInteger>(_ value: T, _ width: Int) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: max(0, width - digits.count)) + digits
+}

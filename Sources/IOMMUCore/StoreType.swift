@@ -1,0 +1,50 @@
+import SystemPackage
+
+extension IOMMUGroup {
+    /// `iommu_group_store_type`: a write to the group's `type` file.
+    ///
+    /// `buffer` is what kernfs hands the store: at most a page, never empty
+    /// (kernfs returns 0 for an empty write before calling a store). The
+    /// checks run in the kernel's order, and every failure leaves the group
+    /// exactly as it was.
+    ///
+    /// - Returns: the whole byte count on success.
+    public func storeType(_ buffer: UnsafeRawBufferPointer, caller: any Credentials) -> Result<Int, Errno> {
+        guard caller.capable(.sysAdmin), caller.capable(.sysRawio) else { return .failure(.permissionDenied) }
+        // Read without the mutex, as the kernel does: only a hint, rechecked below.
+        guard state.withLock({ $0.defaultDomain != nil }) else { return .failure(.invalidArgument) }
+
+        let target: DomainType?
+        if sysfsStreq(buffer, "identity") { target = .identity }
+        else if sysfsStreq(buffer, "DMA") { target = .dma }
+        else if sysfsStreq(buffer, "DMA-FQ") { target = .dmaFQ }
+        else if sysfsStreq(buffer, "auto") { target = nil }
+        else { return .failure(.invalidArgument) }
+
+        return state.withLock { s -> Result<Int, Errno> in
+            // A flush queue can be brought up without tearing the domain
+            // down: no ownership, emptiness or device check on this path.
+            if target == .dmaFQ, let domain = s.defaultDomain, domain.type == .dma {
+                if let error = subsystem.initFlushQueue(domain) { return .failure(error) }
+                domain.type = .dmaFQ
+                return .success(buffer.count)
+            }
+            // Otherwise no driver may be using the group's DMA API.
+            if s.devices.isEmpty || s.ownerCount != 0 { return .failure(.notPermitted) }
+            if let error = setupDefaultDomain(&s, target: target) { return .failure(error) }
+            setUpDMAOps(&s)
+            return .success(buffer.count)
+        }
+    }
+}
+
+/// `sysfs_streq`: equal up to the first NUL of `buffer` (or its end), where
+/// the input may carry one trailing newline.
+func sysfsStreq(_ buffer: UnsafeRawBufferPointer, _ token: StaticString) -> Bool {
+    var length = buffer.firstIndex(of: 0) ?? buffer.count
+    if length > 0 && buffer[length - 1] == UInt8(ascii: "\n") { length -= 1 }
+    guard length == token.utf8CodeUnitCount else { return false }
+    return token.withUTF8Buffer { expected in
+        (0..<length).allSatisfy { buffer[$0] == expected[$0] }
+    }
+}
