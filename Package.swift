@@ -27,8 +27,7 @@ let package = Package(
         // Machine descriptions: JSON documents, validation, the embedded default machine.
         .target(
             name: "Topology",
-            dependencies: ["IOMMUCore"],
-            resources: [.copy("Resources/default-machine.json")]
+            dependencies: ["IOMMUCore"]
         ),
         // A kernfs-like node tree built from the model.
         .target(
@@ -48,6 +47,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology"]),
+        .testTarget(name: "TopologyTests", dependencies: ["Topology"]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs", "Topology"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Topology"]),
     ],
