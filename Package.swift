@@ -48,7 +48,7 @@ let package = Package(
         ),
         .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology"]),
-        .testTarget(name: "SysfsTests", dependencies: ["Sysfs", "Topology"]),
+        .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Topology"]),
     ],
     swiftLanguageModes: [.v6]

@@ -28,11 +28,11 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     }
 
     public var description: String {
-        hex(domain, 4) + ":" + hex(bus, 2) + ":" + hex(device, 2) + "." + String(function)
+        hexDigits(domain, 4) + ":" + hexDigits(bus, 2) + ":" + hexDigits(device, 2) + "." + String(function)
     }
 
     /// The root bus directory name under /sys/devices, e.g. `pci0000:00`.
-    public var rootBusName: String { "pci" + hex(domain, 4) + ":" + hex(bus, 2) }
+    public var rootBusName: String { "pci" + hexDigits(domain, 4) + ":" + hexDigits(bus, 2) }
 
     public static func < (a: PCIAddress, b: PCIAddress) -> Bool {
         (a.domain, a.bus, a.device, a.function) < (b.domain, b.bus, b.device, b.function)
@@ -40,7 +40,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
 }
 
 /// Lowercase, zero-padded hexadecimal without a prefix.
-func hex<T: BinaryInteger>(_ value: T, _ width: Int) -> String {
+public func hexDigits<T: BinaryInteger>(_ value: T, _ width: Int) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: max(0, width - digits.count)) + digits
 }

@@ -37,7 +37,7 @@ public struct ReservedRegion: Hashable, Sendable {
 
     /// One line of `reserved_regions`: `0x%016llx 0x%016llx %s\n`.
     public var sysfsLine: String {
-        "0x" + hex(start, 16) + " 0x" + hex(end, 16) + " " + kind.sysfsName + "\n"
+        "0x" + hexDigits(start, 16) + " 0x" + hexDigits(end, 16) + " " + kind.sysfsName + "\n"
     }
 
     /// `iommu_insert_resv_region`: inserts `new` into `regions`, which is

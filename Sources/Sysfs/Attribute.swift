@@ -58,7 +58,7 @@ public final class OpenAttribute: Sendable {
     /// (empty at or past the end).
     public func read<R>(offset: Int, size: Int, _ body: (UnsafeRawBufferPointer) -> R) -> Result<R, Errno> {
         guard let show = attribute.show else { return .failure(.permissionDenied) }
-        return state.withLock { cached in
+        let content: Result<[UInt8], Errno> = state.withLock { cached in
             if node.isRemoved { return .failure(.noDevice) }
             if offset == 0 || cached == nil {
                 switch show() {
@@ -66,11 +66,14 @@ public final class OpenAttribute: Sendable {
                 case .failure(let e): return .failure(e)
                 }
             }
-            return .success(cached!.withUnsafeBytes { all in
+            return .success(cached!)
+        }
+        return content.map { text in
+            text.withUnsafeBytes { all in
                 let start = min(max(offset, 0), all.count)
                 let end = min(start + max(size, 0), all.count)
                 return body(UnsafeRawBufferPointer(rebasing: all[start..<end]))
-            })
+            }
         }
     }
 

@@ -1,0 +1,100 @@
+import ArgumentParser
+import FuseServer
+import Glibc
+import IOMMUCore
+import Sysfs
+import Topology
+
+/// `iommufs mount`: boot a machine description and serve it.
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Boot a machine description and serve it as a sysfs tree at MOUNTPOINT.",
+        discussion: """
+            The mount point becomes a sysfs root: kernel/iommu_groups, devices/pci0000:00, \
+            bus/pci, class/iommu. Without --foreground the server detaches once mounted; stop it \
+            with `fusermount3 -u MOUNTPOINT`. In the foreground, Ctrl-C unmounts.
+
+            Examples:
+              iommufs mount mnt --foreground -o allow_other      # the embedded default machine
+              iommufs mount mnt --topology machine.json          # a machine of your own, in the background
+              echo identity > mnt/kernel/iommu_groups/4/type     # a type change in an unbound group
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The directory to mount on (it must exist).", valueName: "mountpoint"))
+    var mountpoint: String
+
+    @Option(help: ArgumentHelp(
+        "A JSON machine description (see the README's Topology section); the embedded default machine when absent. Example: --topology examples/laptop.json",
+        valueName: "file"))
+    var topology: String?
+
+    @Flag(help: "Stay in the foreground (Ctrl-C unmounts) instead of detaching after the mount. Example: --foreground")
+    var foreground = false
+
+    @Option(name: .customShort("o"), help: ArgumentHelp(
+        "Mount options, comma-separated; supported: allow_other (let every user in, as everybody can read /sys). Example: -o allow_other",
+        valueName: "options"))
+    var mountOptions: [String] = []
+
+    @Flag(help: "Copy every kernel log line to stderr as it is logged (foreground only). Example: --dmesg")
+    var dmesg = false
+
+    @Flag(help: "Serve requests on one thread instead of libfuse's worker pool. Example: --single-threaded")
+    var singleThreaded = false
+
+    @Flag(help: "Print every FUSE request on stderr (libfuse's -d; implies --foreground). Example: --debug")
+    var debug = false
+
+    func validate() throws {
+        for option in mountOptions.flatMap({ $0.split(separator: ",") }) where option != "allow_other" {
+            throw ValidationError("unsupported mount option '\(option)' (supported: allow_other)")
+        }
+    }
+
+    func run() throws {
+        let log = KernelLog(sink: dmesg ? { line in printError(line.description) } : nil)
+        let machine = bootMachine(log: log)
+        let options = MountOptions(mountpoint: mountpoint,
+                                   allowOther: mountOptions.contains { $0.split(separator: ",").contains("allow_other") },
+                                   singleThreaded: singleThreaded, debug: debug)
+        let server: FuseServer
+        do throws(FuseServerError) {
+            server = try FuseServer(tree: MachineTree(machine: machine).tree, options: options)
+            try server.mount()
+            try FuseServer.daemonize(foreground: foreground || debug)
+        } catch {
+            fail(error.description)
+        }
+        throw ExitCode(server.serve())
+    }
+
+    /// The machine of --topology (or the embedded default), booted; any
+    /// problem ends the process with a message naming the file and field.
+    private func bootMachine(log: KernelLog) -> Machine {
+        let spec: MachineSpec
+        do throws(TopologyError) {
+            spec = try topology.map { path throws(TopologyError) in try Topology.load(contentsOf: path) }
+                ?? Topology.defaultMachine
+        } catch {
+            fail(error.description)
+        }
+        do throws(MachineSpecError) {
+            return try Machine(spec: spec, log: log)
+        } catch {
+            fail((topology ?? "default machine") + ": " + error.description)
+        }
+    }
+
+    private func fail(_ message: String) -> Never {
+        printError("iommufs: " + message)
+        Glibc.exit(1)
+    }
+}
+
+/// One line on stderr (Swift 6 forbids the global `stderr` stream).
+func printError(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+}
