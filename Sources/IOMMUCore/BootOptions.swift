@@ -36,9 +36,10 @@ public struct BootOptions: Sendable, Equatable {
             case "iommu.passthrough": if let b = Self.kstrtobool(value) { passthrough = b }
             case "iommu.strict": if let b = Self.kstrtobool(value) { strict = b }
             case "iommu":
+                // arch/x86/kernel/pci-dma.c iommu_setup() matches prefixes (strncmp).
                 for option in value.split(separator: ",") {
-                    if option == "pt" { passthrough = true }
-                    if option == "nopt" { passthrough = false }
+                    if option.hasPrefix("pt") { passthrough = true }
+                    if option.hasPrefix("nopt") { passthrough = false }
                 }
             default: break
             }

@@ -119,15 +119,16 @@ extension IOMMUGroup {
         return nil
     }
 
-    /// `iommu_setup_dma_ops` for every member (v6.10+, under the mutex):
-    /// `iommu_dma_init_domain` downgrades a DMA-FQ domain to DMA when the
-    /// unit cannot defer flushes or the flush queue cannot be set up.
+    /// `iommu_setup_dma_ops` for the members (v6.10+, under the mutex): the
+    /// first `iommu_dma_init_domain` of a DMA domain downgrades DMA-FQ to DMA
+    /// when the unit cannot defer flushes or the flush queue cannot be set
+    /// up; the domain is initialised from then on, so later calls return early.
     func setUpDMAOps(_ s: inout GroupState) {
-        guard let domain = s.defaultDomain else { return }
-        for member in s.devices where domain.type == .dmaFQ {
-            if member.device.unit?.abilities.deferredFlush != true || subsystem.initFlushQueue(domain) != nil {
-                domain.type = .dma
-            }
+        guard let domain = s.defaultDomain, domain.type.isDMA, !domain.isDMAInitialised,
+              let unit = s.devices.first?.device.unit else { return }
+        domain.isDMAInitialised = true
+        if domain.type == .dmaFQ && (!unit.abilities.deferredFlush || subsystem.initFlushQueue(domain) != nil) {
+            domain.type = .dma
         }
     }
 }

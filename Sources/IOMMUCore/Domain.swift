@@ -11,6 +11,10 @@ public final class Domain: @unchecked Sendable {
     public internal(set) var type: DomainType
     /// True once `iommu_dma_init_fq` succeeded (the cookie has a flush queue).
     var hasFlushQueue = false
+    /// True once `iommu_dma_init_domain` ran for the domain: later devices
+    /// (and later type writes reusing the domain) find it initialised and
+    /// skip the DMA-FQ → DMA downgrade check.
+    var isDMAInitialised = false
 
     init(serial: UInt64, type: DomainType) {
         self.serial = serial

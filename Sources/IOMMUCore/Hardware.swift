@@ -43,11 +43,13 @@ public struct IOMMUDriverAbilities: Sendable, Equatable {
         domainTypes.contains(type == .dmaFQ ? .dma : type)
     }
 
-    /// The prefix of this driver's own `pr_*` lines.
-    var logPrefix: String {
+    /// What the driver prints when it forces strict invalidation: VT-d once
+    /// (`pr_info_once` in intel_iommu_init), AMD once per unit
+    /// (`iommu_init_pci`, when the unit caches non-present entries).
+    func forcedStrictLogLine(alreadyLogged: Bool) -> String? {
         switch family {
-        case .intel: "DMAR: "
-        case .amd: "AMD-Vi: "
+        case .intel: alreadyLogged ? nil : "DMAR: IOMMU batching disallowed due to virtualization"
+        case .amd: "AMD-Vi: Using strict mode due to virtualization"
         }
     }
 }

@@ -44,8 +44,11 @@ public final class Machine: Sendable {
 
         var (defaultType, _, bootLines) = spec.boot.subsystemDefault()
         bootLines.forEach(log.append)
+        var strictnessLogged: Set<IOMMUDriverAbilities.Family> = []
         for unit in spec.units where unit.abilities.forcesStrict {
-            log.append(unit.abilities.logPrefix + "IOMMU batching disallowed due to virtualization")
+            if let line = unit.abilities.forcedStrictLogLine(alreadyLogged: !strictnessLogged.insert(unit.abilities.family).inserted) {
+                log.append(line)
+            }
             if defaultType == .dmaFQ { defaultType = .dma }
         }
 
@@ -90,9 +93,8 @@ public final class Machine: Sendable {
             guard let name = entry.driver else { continue }
             guard let driver = drivers[name] else { throw MachineSpecError("device \(entry.address): unknown driver \(name)") }
             let device = registry.withLock { $0.byAddress[entry.address]! }
-            if let error = bind(device, to: driver) {
-                log.append("\(name) \(entry.address): probe with driver \(name) failed with error -\(error.rawValue)")
-            }
+            // A failing dma_configure fails the probe silently (really_probe).
+            _ = bind(device, to: driver)
         }
     }
 

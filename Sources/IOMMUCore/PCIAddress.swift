@@ -22,7 +22,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
               let domain = UInt16(parts[0], radix: 16), let bus = UInt8(parts[1], radix: 16),
               let device = UInt8(devfn[0], radix: 16), let function = UInt8(devfn[1], radix: 16),
               device < 32, function < 8,
-              parts.allSatisfy({ $0.allSatisfy(\.isHexDigit) }), devfn.allSatisfy({ $0.allSatisfy(\.isHexDigit) })
+              parts[..<2].allSatisfy({ $0.allSatisfy(\.isHexDigit) }), devfn.allSatisfy({ $0.allSatisfy(\.isHexDigit) })
         else { return nil }
         self.init(domain: domain, bus: bus, device: device, function: function)
     }

@@ -54,7 +54,7 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
-        let log = KernelLog(sink: dmesg ? { line in printError(line.description) } : nil)
+        let log = dmesg ? KernelLog(sink: printLogLine) : KernelLog()
         let machine = bootMachine(log: log)
         let options = MountOptions(mountpoint: mountpoint,
                                    allowOther: mountOptions.contains { $0.split(separator: ",").contains("allow_other") },
@@ -92,6 +92,9 @@ struct MountCommand: ParsableCommand {
         Glibc.exit(1)
     }
 }
+
+/// Copies a kernel log line to stderr (`--dmesg`).
+@Sendable func printLogLine(_ line: KernelLog.Line) { printError(line.description) }
 
 /// One line on stderr (Swift 6 forbids the global `stderr` stream).
 func printError(_ line: String) {
