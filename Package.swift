@@ -27,7 +27,7 @@ let package = Package(
         // Machine descriptions: JSON documents, validation, the embedded default machine.
         .target(
             name: "Topology",
-            dependencies: ["IOMMUCore"]
+            dependencies: ["IOMMUCore", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // A kernfs-like node tree built from the model.
         .target(
@@ -37,7 +37,7 @@ let package = Package(
         // The libfuse low-level session serving a Sysfs tree.
         .target(
             name: "FuseServer",
-            dependencies: ["CFuse", "Sysfs", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CFuse", "Sysfs", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .executableTarget(
             name: "iommufs",
@@ -47,7 +47,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology"]),
-        .testTarget(name: "TopologyTests", dependencies: ["Topology"]),
+        .testTarget(name: "TopologyTests", dependencies: [
+            "Topology", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Topology"]),
     ],

@@ -17,17 +17,11 @@ public final class Machine: Sendable {
     private let registry: Mutex<Registry>
 
     private struct Registry {
-        /// By id; ids come from an IDA (lowest free first).
         var groups: [Int: IOMMUGroup] = [:]
+        var groupIDs = IDAllocator()
         /// In probe order.
         var devices: [Device] = []
         var byAddress: [PCIAddress: Device] = [:]
-
-        func lowestFreeID() -> Int {
-            var id = 0
-            while groups[id] != nil { id += 1 }
-            return id
-        }
     }
 
     public var log: KernelLog { subsystem.log }
@@ -75,7 +69,7 @@ public final class Machine: Sendable {
                 group = existing
             } else {
                 group = registry.withLock { r in
-                    let g = IOMMUGroup(id: r.lowestFreeID(), subsystem: subsystem)
+                    let g = IOMMUGroup(id: r.groupIDs.allocate(), subsystem: subsystem)
                     r.groups[g.id] = g
                     return g
                 }

@@ -14,7 +14,7 @@ import Testing
             #expect(write.status != 0 && write.stderr.contains("Permission denied"), "\(write.stderr)")
             let read = sh("\(nobody) cat \(type)")
             #expect(read.status == 0 && read.stdout == "DMA-FQ\n")
-            #expect(try Syscall.read(type).get() == "DMA-FQ\n")
+            #expect(Syscall.text(type) == "DMA-FQ\n")
         }
     }
 
@@ -24,7 +24,7 @@ import Testing
             let type = m.path("kernel/iommu_groups/4/type")
             let result = sh("setpriv --bounding-set -\(capability) --inh-caps=-all sh -c 'echo identity > \(type)'")
             #expect(result.status != 0 && result.stderr.contains("Permission denied"), "\(result.stderr)")
-            #expect(try Syscall.read(type).get() == "DMA-FQ\n")
+            #expect(Syscall.text(type) == "DMA-FQ\n")
             // The same write with every capability goes through.
             #expect(sh("echo identity > \(type)").status == 0)
         }
@@ -38,7 +38,7 @@ import Testing
             #expect(Syscall.lstat(type)?.st_mode == S_IFREG | 0o666)
             let result = sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo identity > \(type)'")
             #expect(result.stderr.contains("Permission denied"), "\(result.stderr)")
-            #expect(try Syscall.read(type).get() == "DMA-FQ\n")
+            #expect(Syscall.text(type) == "DMA-FQ\n")
         }
     }
 }

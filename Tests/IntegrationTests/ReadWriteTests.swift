@@ -11,7 +11,7 @@ import Testing
     func readTypes() throws {
         try MountedMachine.with { m in
             for (group, type) in Self.bootTypes.enumerated() {
-                #expect(try Syscall.read(m.path("kernel/iommu_groups/\(group)/type")).get() == type + "\n")
+                #expect(Syscall.text(m.path("kernel/iommu_groups/\(group)/type")) == type + "\n")
             }
             let all = sh("cat \(m.path("kernel/iommu_groups"))/*/type")
             #expect(all.status == 0 && all.stdout.contains("identity\n"))
@@ -22,7 +22,7 @@ import Testing
     func readOffsets() throws {
         try MountedMachine.with { m in
             let type = m.path("kernel/iommu_groups/5/type")
-            #expect(try Syscall.read(type, chunk: 1).get() == "DMA\n")
+            #expect(Syscall.text(type, chunk: 1) == "DMA\n")
             #expect(Syscall.pread(type, offset: 2) == "A\n")
             #expect(Syscall.pread(type, offset: 100) == "")
         }
@@ -32,10 +32,10 @@ import Testing
     func reservedRegions() throws {
         try MountedMachine.with { m in
             let msi = "0x00000000fee00000 0x00000000feefffff msi\n"
-            #expect(try Syscall.read(m.path("kernel/iommu_groups/1/reserved_regions")).get() == msi)
-            #expect(try Syscall.read(m.path("kernel/iommu_groups/2/reserved_regions")).get()
+            #expect(Syscall.text(m.path("kernel/iommu_groups/1/reserved_regions")) == msi)
+            #expect(Syscall.text(m.path("kernel/iommu_groups/2/reserved_regions"))
                     == "0x000000003e2e0000 0x000000003e2fffff direct-relaxable\n" + msi)
-            #expect(try Syscall.read(m.path("kernel/iommu_groups/7/reserved_regions")).get()
+            #expect(Syscall.text(m.path("kernel/iommu_groups/7/reserved_regions"))
                     == "0x0000000000000000 0x0000000000ffffff direct-relaxable\n" + msi)
         }
     }
@@ -47,11 +47,11 @@ import Testing
             for (word, shown) in [("identity", "identity"), ("DMA", "DMA"), ("DMA-FQ", "DMA-FQ"), ("identity", "identity"), ("auto", "DMA-FQ")] {
                 let result = sh("echo \(word) > \(type)")
                 #expect(result.status == 0 && result.stderr.isEmpty, "\(word): \(result.stderr)")
-                #expect(try Syscall.read(type).get() == shown + "\n")
+                #expect(Syscall.text(type) == shown + "\n")
             }
             #expect(Syscall.write(type, "identity") == .ok(8))
             #expect(Syscall.write(type, Array("DMA".utf8), offset: 100) == .ok(3))
-            #expect(try Syscall.read(type).get() == "DMA\n")
+            #expect(Syscall.text(type) == "DMA\n")
         }
     }
 
@@ -74,7 +74,7 @@ import Testing
             #expect(result.stderr.contains("write error: " + message), "\(result.stderr)")
             // dash, Debian's /bin/sh, only says "I/O error" for any failed write.
             #expect(sh("echo \(word) > \(type)").status != 0)
-            #expect(try Syscall.read(type).get() == typeAfter + "\n")
+            #expect(Syscall.text(type) == typeAfter + "\n")
         }
     }
 
@@ -85,11 +85,11 @@ import Testing
             let type = m.path("kernel/iommu_groups/5/type")
             // The flush queue comes up on the existing domain (no requirement check).
             #expect(Syscall.write(type, "DMA-FQ\n") == .ok(7))
-            #expect(try Syscall.read(type).get() == "DMA-FQ\n")
+            #expect(Syscall.text(type) == "DMA-FQ\n")
             // A new DMA-FQ domain is refused: the untrusted device requires DMA.
             #expect(Syscall.write(type, "DMA-FQ") == .failed(EINVAL))
             #expect(Syscall.write(type, "auto") == .ok(4))
-            #expect(try Syscall.read(type).get() == "DMA\n")
+            #expect(Syscall.text(type) == "DMA\n")
         }
     }
 
@@ -99,17 +99,17 @@ import Testing
             let type = m.path("kernel/iommu_groups/4/type")
             #expect(Syscall.write(type, []) == .ok(0))
             #expect(Syscall.write(type, Array("DMA\0junk".utf8)) == .ok(8))
-            #expect(try Syscall.read(type).get() == "DMA\n")
+            #expect(Syscall.text(type) == "DMA\n")
             // The store sees the first 4096 bytes: no NUL, so no token matches.
             #expect(Syscall.write(type, Array("identity\n".utf8) + Array(repeating: UInt8(ascii: "x"), count: 4991)) == .failed(EINVAL))
-            #expect(try Syscall.read(type).get() == "DMA\n")
+            #expect(Syscall.text(type) == "DMA\n")
             // NUL-padded, the token matches and the write is cut to a page.
             #expect(Syscall.write(type, Array("identity".utf8) + Array(repeating: 0, count: 4992)) == .ok(4096))
-            #expect(try Syscall.read(type).get() == "identity\n")
+            #expect(Syscall.text(type) == "identity\n")
             for bad in ["DMA\n\n", "\nDMA", "DMA\r\n", "DMA\t", " DMA", "Identity", "DMA_FQ"] {
                 #expect(Syscall.write(type, bad) == .failed(EINVAL), "\(bad.debugDescription)")
             }
-            #expect(try Syscall.read(type).get() == "identity\n")
+            #expect(Syscall.text(type) == "identity\n")
         }
     }
 
@@ -151,7 +151,7 @@ import Testing
                 }
             }
             #expect(failures.value == 0)
-            #expect(["identity\n", "DMA\n", "DMA-FQ\n"].contains(try Syscall.read(type).get()))
+            #expect(["identity\n", "DMA\n", "DMA-FQ\n"].contains(Syscall.text(type)))
         }
     }
 }

@@ -51,6 +51,11 @@ enum Syscall {
         }
     }
 
+    /// The whole file as text, nil if it cannot be read.
+    static func text(_ path: String, chunk: Int = 4096) -> String? {
+        try? read(path, chunk: chunk).get()
+    }
+
     /// pread of `count` bytes at `offset`.
     static func pread(_ path: String, offset: Int, count: Int = 4096) -> String? {
         let fd = open(path, O_RDONLY)

@@ -1,0 +1,135 @@
+import CFuse
+import Glibc
+import Sysfs
+import SystemPackage
+
+/// Serves a `SysfsTree` through libfuse's low-level API, so that the mount
+/// behaves like /sys: same modes, sizes, link counts and errnos, and every
+/// write runs the attribute's store with the writer's credentials.
+///
+/// Use from one thread, in this order:
+/// ```
+/// let server = try FuseServer(tree: tree, options: options)
+/// try server.mount()
+/// try FuseServer.daemonize(foreground: true)   // optional
+/// exit(server.serve())
+/// ```
+///
+/// Permissions are enforced by the kernel (`default_permissions`): it
+/// checks each node's mode and owner against the caller's fsuid, fsgid and
+/// CAP_DAC_OVERRIDE exactly as for a real inode, before a request reaches
+/// the server. The server adds what sysfs adds on top: kernfs' open checks
+/// and the writer's capabilities for stores.
+public final class FuseServer {
+    private let session: OpaquePointer
+    private let context: Unmanaged<ServerContext>
+    private let options: MountOptions
+    /// The canonical mount point while mounted.
+    public private(set) var mountpoint: String?
+
+    /// Creates the FUSE session for `tree`; nothing is mounted yet.
+    public init(tree: SysfsTree, options: MountOptions) throws(FuseServerError) {
+        let context = Unmanaged.passRetained(ServerContext(tree: tree))
+        guard let session = Self.makeSession(options, userdata: context.toOpaque()) else {
+            context.release()
+            throw .sessionCreationFailed
+        }
+        self.session = session
+        self.context = context
+        self.options = options
+    }
+
+    deinit {
+        if mountpoint != nil { fuse_session_unmount(session) }
+        fuse_session_destroy(session)
+        context.release()
+    }
+
+    /// Mounts on `options.mountpoint` after the checks of `MountPoint`: a
+    /// stale mount left by a killed server is detached (and reported on
+    /// stderr), a live iommufs mount there is an error, any other mount is
+    /// mounted over.
+    public func mount() throws(FuseServerError) {
+        precondition(mountpoint == nil, "already mounted")
+        let path = try MountPoint.prepare(options.mountpoint)
+        Glibc.errno = 0
+        guard fuse_session_mount(session, path) == 0 else {
+            let errno = Errno.last
+            throw .mountFailed(path, errno.rawValue == 0 ? nil : errno)
+        }
+        mountpoint = path
+    }
+
+    /// Serves requests until the file system is unmounted (`fusermount3 -u`,
+    /// `umount`) or the process gets SIGINT, SIGTERM or SIGHUP; then makes
+    /// sure the mount is gone. Returns an exit status: 0 after a regular stop,
+    /// 1 if the session failed (the reason is on stderr).
+    public func serve() -> Int32 {
+        precondition(mountpoint != nil, "serve() before mount()")
+        Self.unblockStopSignals()
+        guard fuse_set_signal_handlers(session) == 0 else {
+            Diagnostics.log("could not install the signal handlers")
+            unmount()
+            return 1
+        }
+        // Positive: the signal that stopped the loop; 0: unmounted.
+        let result = options.singleThreaded ? fuse_session_loop(session) : runWorkerPool()
+        unmount()
+        fuse_remove_signal_handlers(session)
+        guard result >= 0 else {
+            Diagnostics.log("the FUSE session failed: \(Errno(rawValue: -result))")
+            return 1
+        }
+        return 0
+    }
+
+    /// Detaches from the terminal unless `foreground` (fuse_daemonize: fork,
+    /// setsid, stdio to /dev/null, working directory `/`). Call it after
+    /// `mount()`, so that mount errors still reach the terminal, and before
+    /// `serve()`, which starts threads.
+    public static func daemonize(foreground: Bool) throws(FuseServerError) {
+        guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw .daemonizeFailed }
+    }
+
+    /// A parent may hand us a signal mask that blocks SIGINT, SIGTERM and
+    /// SIGHUP (threads of test runners and some supervisors do); the worker
+    /// threads inherit the mask, so unblock them or Ctrl-C would never land.
+    private static func unblockStopSignals() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+    }
+
+    /// libfuse's worker pool with its default limits, as the C floor runs it.
+    private func runWorkerPool() -> Int32 {
+        guard let config = fuse_loop_cfg_create() else { return -ENOMEM }
+        defer { fuse_loop_cfg_destroy(config) }
+        return fuse_session_loop_mt(session, config)
+    }
+
+    /// Unmounts if the kernel has not already done so (a signal stopped the
+    /// loop); after an external unmount this only closes the channel.
+    private func unmount() {
+        fuse_session_unmount(session)
+        mountpoint = nil
+    }
+
+    private static func makeSession(_ options: MountOptions, userdata: UnsafeMutableRawPointer) -> OpaquePointer? {
+        var args = fuse_args(argc: 0, argv: nil, allocated: 0)
+        defer { fuse_opt_free_args(&args) }
+        for argument in sessionArguments(options) where fuse_opt_add_arg(&args, argument) != 0 {
+            return nil
+        }
+        var operations = Operations.table()
+        return cfuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
+    }
+
+    /// `default_permissions` lets the kernel do the mode and owner checks;
+    /// fsname "sysfs" is what /proc/mounts shows as the source, like /sys.
+    private static func sessionArguments(_ options: MountOptions) -> [String] {
+        var mountOptions = "default_permissions,fsname=sysfs,subtype=iommufs"
+        if options.allowOther { mountOptions += ",allow_other" }
+        return ["iommufs", "-o", mountOptions] + (options.debug ? ["-d"] : [])
+    }
+}

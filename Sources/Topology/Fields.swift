@@ -1,0 +1,43 @@
+/// The members of one JSON object, checked against the keys its place in the
+/// format allows. Unknown and repeated keys are errors: a misspelt optional
+/// key in a hand-edited machine would otherwise be silently ignored.
+struct Fields<Key: RawRepresentable & CaseIterable & Equatable> where Key.RawValue == String {
+    private let members: [JSON.Member]
+
+    init(_ value: JSON) throws(Problem) {
+        guard case .object(let members) = value else { throw Problem.mismatch("an object", value) }
+        // The keys seen so far, on the stack: this runs once per object of
+        // a document that may have 100,000 devices.
+        try withUnsafeTemporaryAllocation(of: Key.self, capacity: members.count) { seen throws(Problem) in
+            for (index, member) in members.enumerated() {
+                guard let key = Key(rawValue: member.key) else {
+                    throw Problem("unknown key " + quoted(member.key) + " (expected one of: "
+                                  + Key.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+                }
+                guard !seen[..<index].contains(key) else {
+                    throw Problem("key " + quoted(member.key) + " appears twice")
+                }
+                seen.initializeElement(at: index, to: key)
+            }
+        }
+        self.members = members
+    }
+
+    /// An optional key's decoded value; null counts as absent.
+    func optional<T>(_ key: Key, _ decoder: ValueDecoder<T>) throws(Problem) -> T? {
+        guard let value = self[key] else { return nil }
+        if case .null = value { return nil }
+        return try inside(.key(key.rawValue)) { () throws(Problem) in try decoder.decode(value) }
+    }
+
+    /// A required key's decoded value; the decoder decides whether null is allowed.
+    func required<T>(_ key: Key, _ decoder: ValueDecoder<T>) throws(Problem) -> T {
+        guard let value = self[key] else { throw Problem("missing key " + quoted(key.rawValue)) }
+        return try inside(.key(key.rawValue)) { () throws(Problem) in try decoder.decode(value) }
+    }
+
+    private subscript(key: Key) -> JSON? {
+        let name = key.rawValue
+        return members.first { $0.key == name }?.value
+    }
+}

@@ -1,0 +1,166 @@
+import IOMMUCore
+import SystemPackage
+
+// The keys of each object of the format; raw values are the document's spellings.
+enum RootKey: String, CaseIterable {
+    case kernel, iommuUnits = "iommu_units", drivers, devices
+}
+
+enum KernelKey: String, CaseIterable {
+    case commandLine = "command_line", configDefault = "config_default", memoryEncryption = "memory_encryption"
+}
+
+enum UnitKey: String, CaseIterable {
+    case name, family, domainTypes = "domain_types", deferredFlush = "deferred_flush"
+    case unsupportedTypeErrno = "unsupported_type_errno", forcesStrict = "forces_strict"
+    case pciFunction = "pci_function", reservedRegions = "reserved_regions"
+}
+
+enum DriverKey: String, CaseIterable {
+    case name, managesDMA = "manages_dma"
+}
+
+enum DeviceKey: String, CaseIterable {
+    case address, vendor, device, `class`, parent, iommu, group, driver
+    case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
+}
+
+enum RegionKey: String, CaseIterable {
+    case start, end, type
+}
+
+/// The names the format accepts for each enumerated value.
+enum Names {
+    static let configDefaults = BootOptions.ConfigDefault.allCases.map { (name: $0.rawValue, value: $0) }
+    static let families = IOMMUDriverAbilities.Family.allCases.map { (name: $0.rawValue, value: $0) }
+    static let domainTypes = DomainType.allCases.map { (name: $0.sysfsName, value: $0) }
+    /// What a `def_domain_type()` op can answer.
+    static let domainWishes: [(name: String, value: DomainType)] = [("identity", .identity), ("DMA", .dma)]
+    static let regionKinds: [(name: String, value: ReservedRegion.Kind)] = [
+        ("direct", .direct), ("direct-relaxable", .directRelaxable), ("reserved", .reserved),
+        ("msi", .msi), ("sw-msi", .softwareMSI),
+    ]
+    /// Errnos an IOMMU driver's domain allocation plausibly fails with.
+    static let allocationErrnos: [(name: String, value: Errno)] = [
+        ("ENOMEM", .noMemory), ("EOPNOTSUPP", .operationNotSupported), ("ENODEV", .noDevice),
+        ("EINVAL", .invalidArgument), ("ENOSPC", .noSpace), ("EBUSY", .resourceBusy),
+    ]
+}
+
+/// An IOMMU unit as the document describes it, before its sysfs path is known.
+struct UnitEntry {
+    var name: String
+    var abilities: IOMMUDriverAbilities
+    /// AMD only: the unit's own PCI function, its sysfs parent.
+    var pciFunction: PCIAddress?
+    /// Appended to the regions of every device behind the unit.
+    var reservedRegions: [ReservedRegion]
+}
+
+/// Decodes each object of the format on its own; `MachineAssembly` then
+/// checks what spans objects.
+enum MachineDecoder {
+    static func machine(_ root: JSON) throws(Problem) -> MachineSpec {
+        let fields = try Fields<RootKey>(root)
+        return try MachineAssembly(
+            boot: try fields.optional(.kernel, ValueDecoder(bootOptions)) ?? BootOptions(),
+            units: try fields.required(.iommuUnits, .array(of: ValueDecoder(unit))),
+            drivers: try fields.optional(.drivers, .array(of: ValueDecoder(driver))) ?? [],
+            devices: try fields.required(.devices, .array(of: ValueDecoder(device)))
+        ).spec()
+    }
+
+    static func bootOptions(_ json: JSON) throws(Problem) -> BootOptions {
+        let fields = try Fields<KernelKey>(json)
+        return BootOptions(
+            commandLine: try fields.optional(.commandLine, .string) ?? "",
+            configDefault: try fields.optional(.configDefault, .choice(Names.configDefaults, "config_default")) ?? .lazy,
+            memoryEncryption: try fields.optional(.memoryEncryption, .bool) ?? false)
+    }
+
+    static func unit(_ json: JSON) throws(Problem) -> UnitEntry {
+        let fields = try Fields<UnitKey>(json)
+        let name = try fields.required(.name, .name)
+        let family = try fields.required(.family, .choice(Names.families, "IOMMU family"))
+        // Absent keys keep the core's defaults for the family.
+        var abilities = IOMMUDriverAbilities(family: family)
+        if let types = try fields.optional(.domainTypes, ValueDecoder(domainTypes)) { abilities.domainTypes = types }
+        if let flag = try fields.optional(.deferredFlush, .bool) { abilities.deferredFlush = flag }
+        if let errno = try fields.optional(.unsupportedTypeErrno, .choice(Names.allocationErrnos, "errno")) {
+            abilities.unsupportedTypeErrno = errno
+        }
+        if let flag = try fields.optional(.forcesStrict, .bool) { abilities.forcesStrict = flag }
+
+        let pciFunction = try fields.optional(.pciFunction, .address)
+        switch (family, pciFunction) {
+        case (.amd, nil):
+            throw Problem("missing key \"pci_function\" (an AMD unit sits under its own PCI function)")
+        case (.intel, _?):
+            throw Problem("an Intel unit has no PCI function (it is a virtual device); remove the key",
+                          at: .key(UnitKey.pciFunction.rawValue))
+        default:
+            break
+        }
+        return UnitEntry(name: name, abilities: abilities, pciFunction: pciFunction,
+                         reservedRegions: try fields.optional(.reservedRegions, .array(of: ValueDecoder(region))) ?? [])
+    }
+
+    /// `domain_types`: DMA-FQ may be listed, but only along with DMA, since
+    /// a flush queue is a feature of a DMA domain.
+    static func domainTypes(_ json: JSON) throws(Problem) -> Set<DomainType> {
+        let types = Set(try ValueDecoder.array(of: .choice(Names.domainTypes, "domain type")).decode(json))
+        guard !types.contains(.dmaFQ) || types.contains(.dma) else {
+            throw Problem("\"DMA-FQ\" is listed without \"DMA\" (a flush queue is a feature of a DMA domain)")
+        }
+        return types
+    }
+
+    static func driver(_ json: JSON) throws(Problem) -> PCIDriver {
+        let fields = try Fields<DriverKey>(json)
+        return PCIDriver(name: try fields.required(.name, .name),
+                         managesDMA: try fields.optional(.managesDMA, .bool) ?? false)
+    }
+
+    static func device(_ json: JSON) throws(Problem) -> MachineSpec.DeviceSpec {
+        let fields = try Fields<DeviceKey>(json)
+        return MachineSpec.DeviceSpec(
+            address: try fields.required(.address, .address),
+            vendorID: UInt16(try fields.required(.vendor, .unsigned(bits: 16))),
+            deviceID: UInt16(try fields.required(.device, .unsigned(bits: 16))),
+            classCode: UInt32(try fields.required(.class, .unsigned(bits: 24))),
+            parent: try fields.optional(.parent, .address),
+            // Required but nullable: a forgotten key must not silently make a no-IOMMU device.
+            unit: try fields.required(.iommu, .nullable(.string)),
+            group: try fields.required(.group, ValueDecoder(groupLabel)),
+            driver: try fields.optional(.driver, .name),
+            domainWish: try fields.optional(.defDomainType, .choice(Names.domainWishes, "def_domain_type")),
+            untrusted: try fields.optional(.untrusted, .bool) ?? false,
+            reservedRegions: try fields.optional(.reservedRegions, .array(of: ValueDecoder(region))) ?? [])
+    }
+
+    /// A group label: any string, or a non-negative integer (so a captured
+    /// machine's group ids can serve as labels).
+    static func groupLabel(_ json: JSON) throws(Problem) -> String {
+        switch json {
+        case .string(let label): return label
+        case .number: return String(try ValueDecoder.unsigned(bits: 64).decode(json))
+        default: throw Problem.mismatch("a string or an integer label", json)
+        }
+    }
+
+    /// A region with an inclusive end, as `reserved_regions` prints it.
+    static func region(_ json: JSON) throws(Problem) -> ReservedRegion {
+        let fields = try Fields<RegionKey>(json)
+        let start = try fields.required(.start, .unsigned(bits: 64))
+        let end = try fields.required(.end, .unsigned(bits: 64))
+        let kind = try fields.required(.type, .choice(Names.regionKinds, "region type"))
+        guard end >= start else {
+            throw Problem(hexLiteral(end) + " is below start " + hexLiteral(start), at: .key(RegionKey.end.rawValue))
+        }
+        // The kernel stores a length, which cannot count 2^64 bytes either.
+        guard end - start < .max else {
+            throw Problem("a region cannot cover the whole 64-bit space", at: .key(RegionKey.end.rawValue))
+        }
+        return ReservedRegion(start: start, length: end - start + 1, kind: kind)
+    }
+}
