@@ -33,7 +33,7 @@ build: deps
 run: build
 	@mkdir -p $(MNT)
 	@echo "serving at ./$(MNT) (Ctrl-C unmounts)"
-	$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs mount $(MNT) --foreground -o allow_other \
+	@$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs mount $(MNT) --foreground -o allow_other \
 		$(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
 # Integration tests mount the real binary; they find it through IOMMUFS_BIN.

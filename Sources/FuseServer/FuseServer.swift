@@ -91,10 +91,15 @@ public final class FuseServer {
         guard fuse_daemonize(foreground ? 1 : 0) == 0 else { throw .daemonizeFailed }
     }
 
-    /// A parent may hand us a signal mask that blocks SIGINT, SIGTERM and
-    /// SIGHUP (threads of test runners and some supervisors do); the worker
-    /// threads inherit the mask, so unblock them or Ctrl-C would never land.
+    /// Makes SIGINT and SIGTERM reach libfuse's handlers. A parent may hand
+    /// us a mask that blocks them (threads of test runners and some
+    /// supervisors do; the worker threads would inherit it), and a
+    /// non-interactive shell starts `cmd &` with SIGINT ignored, in which
+    /// case libfuse installs no handler at all. A server that promises
+    /// "Ctrl-C unmounts" takes both back. SIGHUP is only unblocked: an
+    /// inherited ignore there is `nohup`'s deliberate choice.
     private static func unblockStopSignals() {
+        for signal in [SIGINT, SIGTERM] { Glibc.signal(signal, SIG_DFL) }
         var signals = sigset_t()
         sigemptyset(&signals)
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
