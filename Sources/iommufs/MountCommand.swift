@@ -16,9 +16,12 @@ struct MountCommand: ParsableCommand {
             with `fusermount3 -u MOUNTPOINT`. In the foreground, Ctrl-C unmounts.
 
             Examples:
-              iommufs mount mnt --foreground -o allow_other      # the embedded default machine
-              iommufs mount mnt --topology machine.json          # a machine of your own, in the background
-              echo identity > mnt/kernel/iommu_groups/4/type     # a type change in an unbound group
+              # the embedded default machine, until Ctrl-C
+              iommufs mount mnt --foreground -o allow_other
+              # a machine of your own, in the background
+              iommufs mount mnt --topology machine.json
+              # then, e.g., a type change in an unbound group
+              echo identity > mnt/kernel/iommu_groups/4/type
             """
     )
 
@@ -26,7 +29,7 @@ struct MountCommand: ParsableCommand {
     var mountpoint: String
 
     @Option(help: ArgumentHelp(
-        "A JSON machine description (see the README's Topology section); the embedded default machine when absent. Example: --topology examples/laptop.json",
+        "A JSON machine description (see the README's Topology section); the embedded default machine when absent. Example: --topology machine.json",
         valueName: "file"))
     var topology: String?
 
