@@ -1,3 +1,4 @@
+import Synchronization
 import SystemPackage
 
 /// A kernfs-like tree: the root directory plus O(1) inode lookup.
@@ -7,6 +8,13 @@ import SystemPackage
 public final class SysfsTree: Sendable {
     private let inodes = InodeTable()
     public let root: Node
+    private let invalidator = Mutex<(any CacheInvalidator)?>(nil)
+
+    /// Tells `invalidator` about every later change (a server registers
+    /// itself once, before serving).
+    public func setCacheInvalidator(_ invalidator: any CacheInvalidator) {
+        self.invalidator.withLock { $0 = invalidator }
+    }
 
     public init() {
         let ino = inodes.reserve()
@@ -65,6 +73,7 @@ public final class SysfsTree: Sendable {
         guard let parent = node.parent, let dir = parent.directory,
               dir.remove(named: node.name) === node else { return }
         markRemoved(node)
+        invalidator.withLock { $0 }?.entryRemoved(parent: parent.ino, child: node.ino, name: node.name)
     }
 
     private func markRemoved(_ node: Node) {
@@ -82,6 +91,7 @@ public final class SysfsTree: Sendable {
         inodes.install(node)
         let inserted = dir.insert(node)
         precondition(inserted, "duplicate sysfs entry \(parent.path)/\(name)")
+        invalidator.withLock { $0 }?.entryAdded(parent: parent.ino, name: name)
         return node
     }
 
