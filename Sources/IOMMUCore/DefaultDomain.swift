@@ -89,10 +89,15 @@ extension IOMMUGroup {
     /// `__iommu_group_set_domain_internal`: attaches every member to `new`.
     /// Unless `mustSucceed`, the first failure moves the devices already
     /// switched back to the group's current domain and is returned.
+    ///
+    /// While a member is being reset, changes are fenced off (EBUSY); only
+    /// must-succeed callers pass, skipping the parked device, which the end
+    /// of its reset attaches to the updated domain.
     func setGroupDomain(_ s: inout GroupState, _ new: Domain, mustSucceed: Bool) -> Errno? {
         if s.domain === new { return nil }
+        if !mustSucceed && !s.resetDepth.isEmpty { return .resourceBusy }
         var result: Errno?
-        for index in s.devices.indices {
+        for index in s.devices.indices where s.resetDepth[ObjectIdentifier(s.devices[index].device)] == nil {
             guard let error = setDeviceDomain(&s, index, new, mustSucceed: mustSucceed) else { continue }
             result = error
             if mustSucceed { continue }

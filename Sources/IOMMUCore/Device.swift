@@ -24,12 +24,27 @@ public final class Device: Sendable {
     /// Regions the IOMMU driver reports for this device, in kernel order.
     public let reservedRegions: [ReservedRegion]
 
+    /// The driver whose id table matches this device (the one bound at
+    /// boot); `drivers_probe` and a rescan bind it again.
+    public let nativeDriverName: String?
+    /// ATS-capable: a reset fences the device's RID off (§7).
+    public let ats: Bool
+    /// How long a function reset keeps the device fenced off.
+    public let resetDuration: Duration
+    /// `reset_method`'s methods, e.g. `flr`, `pm`, `bus`; empty: no `reset`.
+    public let resetMethods: [String]
+
     private let binding = Mutex<PCIDriver?>(nil)
     private let groupRef = Mutex<IOMMUGroup?>(nil)
+    /// `device_lock()`: serializes driver binding, reset and removal of
+    /// this device; outermost but for the machine's rescan/remove lock.
+    let lock = Mutex(DeviceLockState())
 
     public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                 sysfsPath: String, unit: IOMMUUnit?, domainWish: DomainType? = nil,
-                untrusted: Bool = false, reservedRegions: [ReservedRegion] = []) {
+                untrusted: Bool = false, reservedRegions: [ReservedRegion] = [],
+                nativeDriverName: String? = nil, ats: Bool = false, resetDuration: Duration = .milliseconds(100),
+                resetMethods: [String] = []) {
         self.address = address
         self.vendorID = vendorID
         self.deviceID = deviceID
@@ -38,6 +53,10 @@ public final class Device: Sendable {
         self.unit = unit
         self.domainWish = domainWish
         self.untrusted = untrusted
+        self.nativeDriverName = nativeDriverName
+        self.ats = ats
+        self.resetDuration = resetDuration
+        self.resetMethods = resetMethods
         var sorted: [ReservedRegion] = []
         for region in reservedRegions { ReservedRegion.insert(region, into: &sorted) }
         self.reservedRegions = sorted
@@ -54,6 +73,12 @@ public final class Device: Sendable {
 
     func setDriver(_ driver: PCIDriver?) { binding.withLock { $0 = driver } }
 
+    /// `driver_override`, if set.
+    public var driverOverride: String? { lock.withLock { $0.driverOverride } }
+
+    /// False once the device was hot-removed.
+    public var isPresent: Bool { lock.withLock { $0.isPresent } }
+
     /// The IOMMU group the device joined at probe.
     public var group: IOMMUGroup? { groupRef.withLock { $0 } }
 
@@ -61,4 +86,10 @@ public final class Device: Sendable {
 
     /// `dev_printk` prefix: the bound driver's name, else the bus name.
     var logPrefix: String { (driver?.name ?? "pci") + " " + address.description + ": " }
+}
+
+/// What `Device.lock` protects.
+struct DeviceLockState {
+    var driverOverride: String?
+    var isPresent = true
 }

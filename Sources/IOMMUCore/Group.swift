@@ -80,6 +80,9 @@ struct GroupState {
     var owner: DMAOwner?
     var ownerCount = 0
     var name: String?
+    /// Devices being reset, parked on the blocking domain, with their
+    /// nesting depth (v7.1 `gdev->blocked` + `reset_depth`).
+    var resetDepth: [ObjectIdentifier: Int] = [:]
 }
 
 /// A read-only copy of a group's state.

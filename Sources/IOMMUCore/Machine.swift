@@ -4,22 +4,32 @@ import SystemPackage
 /// A booted machine: its IOMMU units, PCI devices, drivers and groups.
 ///
 /// Lock order (outermost first), the port of the kernel's:
-/// 1. `IOMMUGroup.state` (`group->mutex`), one group at a time;
-/// 2. `Machine.registry` (the group IDA and device lists);
-/// 3. leaf locks that never take another: `Device` binding and group
-///    pointers, `KernelLog`, `FaultInjector`.
+/// 1. `rescanRemove` (`pci_rescan_remove_lock`), for hot-plug;
+/// 2. `Device.lock` (`device_lock`), one device at a time;
+/// 3. `IOMMUGroup.state` (`group->mutex`), one group at a time;
+/// 4. `Machine.registry` (the group IDA, labels and device lists);
+/// 5. leaf locks that never take another: a device's bound driver and
+///    group pointers, `KernelLog`, `FaultInjector`, the observer slot.
 /// No lock is taken in a loop over devices; readers of a group's files
 /// take only that group's mutex.
 public final class Machine: Sendable {
     public let subsystem: IOMMUSubsystem
     public let units: [IOMMUUnit]
     public let drivers: [String: PCIDriver]
+    /// Every device the machine describes, in probe order, with its sysfs
+    /// path: what a rescan can find again after a removal.
+    private let catalog: [(spec: MachineSpec.DeviceSpec, path: String)]
+    private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
+    let rescanRemove = Mutex(())
+    private let observerSlot = Mutex<(any MachineObserver)?>(nil)
 
     private struct Registry {
         var groups: [Int: IOMMUGroup] = [:]
         var groupIDs = IDAllocator()
-        /// In probe order.
+        /// Live groups by topology label, so a re-added device finds its group.
+        var groupByLabel: [String: IOMMUGroup] = [:]
+        /// Present devices, in probe order.
         var devices: [Device] = []
         var byAddress: [PCIAddress: Device] = [:]
     }
@@ -28,6 +38,10 @@ public final class Machine: Sendable {
     public var faults: FaultInjector { subsystem.faults }
     public var profile: KernelProfile { subsystem.profile }
 
+    /// Who follows tree changes (the sysfs view); set once, before use.
+    public func setObserver(_ observer: any MachineObserver) { observerSlot.withLock { $0 = observer } }
+    var observer: (any MachineObserver)? { observerSlot.withLock { $0 } }
+
     /// Boots `spec`: the IOMMU core's init lines, every device probed into
     /// its group in bus order, default domains set up, boot drivers bound.
     public init(spec: MachineSpec, profile: KernelProfile = .current,
@@ -35,6 +49,12 @@ public final class Machine: Sendable {
         let unitsByName = Dictionary(spec.units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         guard unitsByName.count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
         let drivers = Dictionary(spec.drivers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for d in spec.devices {
+            if let name = d.unit, unitsByName[name] == nil { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
+            for name in [d.driver, d.nativeDriver].compactMap({ $0 }) where drivers[name] == nil {
+                throw MachineSpecError("device \(d.address): unknown driver \(name)")
+            }
+        }
 
         var (defaultType, _, bootLines) = spec.boot.subsystemDefault()
         bootLines.forEach(log.append)
@@ -48,47 +68,25 @@ public final class Machine: Sendable {
 
         self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType)
         self.units = spec.units
+        self.unitsByName = unitsByName
         self.drivers = drivers
         self.registry = Mutex(Registry())
+        self.catalog = try Self.probeOrder(spec.devices)
 
-        let ordered = try Self.probeOrder(spec.devices)
-        var groupsByLabel: [String: IOMMUGroup] = [:]
+        // bus_iommu_probe: every device joins its group, then each new group
+        // gets its default domain; drivers probe after that.
         var bootGroups: [IOMMUGroup] = []
-        for (entry, path) in ordered {
-            var unit: IOMMUUnit?
-            if let name = entry.unit {
-                guard let u = unitsByName[name] else { throw MachineSpecError("device \(entry.address): unknown IOMMU unit \(name)") }
-                unit = u
-            }
-            let device = Device(address: entry.address, vendorID: entry.vendorID, deviceID: entry.deviceID,
-                                classCode: entry.classCode, sysfsPath: path, unit: unit,
-                                domainWish: entry.domainWish, untrusted: entry.untrusted,
-                                reservedRegions: entry.reservedRegions)
-            let group: IOMMUGroup
-            if let existing = groupsByLabel[entry.group] {
-                group = existing
-            } else {
-                group = registry.withLock { r in
-                    let g = IOMMUGroup(id: r.groupIDs.allocate(), subsystem: subsystem)
-                    r.groups[g.id] = g
-                    return g
-                }
-                groupsByLabel[entry.group] = group
-                bootGroups.append(group)
-            }
-            try group.join(device)
-            registry.withLock { r in
-                r.devices.append(device)
-                r.byAddress[device.address] = device
-            }
+        var bootDevices: [Device] = []
+        for (entry, path) in catalog {
+            let (device, group, isNew) = try join(entry, path)
+            if isNew { bootGroups.append(group) }
+            bootDevices.append(device)
         }
-        for group in bootGroups { group.setUpBootDomain() }
-        for (entry, _) in ordered {
-            guard let name = entry.driver else { continue }
-            guard let driver = drivers[name] else { throw MachineSpecError("device \(entry.address): unknown driver \(name)") }
-            let device = registry.withLock { $0.byAddress[entry.address]! }
+        for group in bootGroups { group.setUpProbedDomain() }
+        for (device, entry) in zip(bootDevices, catalog) {
+            guard let name = entry.spec.driver else { continue }
             // A failing dma_configure fails the probe silently (really_probe).
-            _ = bind(device, to: driver)
+            _ = bind(device, to: drivers[name]!)
         }
     }
 
@@ -99,29 +97,93 @@ public final class Machine: Sendable {
 
     public func group(id: Int) -> IOMMUGroup? { registry.withLock { $0.groups[id] } }
 
-    /// Every device, in probe order.
+    /// Every present device, in probe order.
     public var devices: [Device] { registry.withLock { $0.devices } }
 
     public func device(at address: PCIAddress) -> Device? { registry.withLock { $0.byAddress[address] } }
 
-    /// Binds `driver` to `device` through the PCI core's DMA configure step
-    /// (`pci_dma_configure`): a driver that does not manage DMA itself takes
-    /// a reference on the group's default domain, and fails to probe
-    /// (EBUSY) while a user owns the group.
-    public func bind(_ device: Device, to driver: PCIDriver) -> Errno? {
-        if device.driver != nil { return .resourceBusy }
-        if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return error }
-        device.setDriver(driver)
-        return nil
+    /// The present device whose name `buffer` holds, compared the way
+    /// `bus_find_device_by_name` does (`sysfs_streq`: up to a NUL, one
+    /// trailing newline allowed).
+    public func device(named buffer: UnsafeRawBufferPointer) -> Device? {
+        var length = buffer.firstIndex(of: 0) ?? buffer.count
+        if length > 0 && buffer[length - 1] == UInt8(ascii: "\n") { length -= 1 }
+        guard let address = PCIAddress(String(decoding: buffer[0..<length], as: UTF8.self)),
+              address.description.utf8.count == length else { return nil }
+        return device(at: address)
     }
 
-    /// Unbinds the device's driver (`pci_dma_cleanup` gives the group
-    /// reference back).
-    public func unbind(_ device: Device) -> Errno? {
-        guard let driver = device.driver else { return .noDevice }
-        device.setDriver(nil)
-        if !driver.managesDMA { device.group?.unuseDefaultDomain() }
-        return nil
+    /// `pci_device_add` + `iommu_probe_device`: creates the device from its
+    /// description and links it into its group (new groups take the lowest
+    /// free id).
+    private func join(_ entry: MachineSpec.DeviceSpec, _ path: String) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+        let device = Device(address: entry.address, vendorID: entry.vendorID, deviceID: entry.deviceID,
+                            classCode: entry.classCode, sysfsPath: path, unit: entry.unit.flatMap { unitsByName[$0] },
+                            domainWish: entry.domainWish, untrusted: entry.untrusted,
+                            reservedRegions: entry.reservedRegions, nativeDriverName: entry.nativeDriver,
+                            ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods)
+        let (group, isNew) = registry.withLock { r in
+            if let existing = r.groupByLabel[entry.group] { return (existing, false) }
+            let g = IOMMUGroup(id: r.groupIDs.allocate(), subsystem: subsystem)
+            r.groups[g.id] = g
+            r.groupByLabel[entry.group] = g
+            return (g, true)
+        }
+        try group.join(device)
+        registry.withLock { r in
+            r.devices.append(device)
+            r.byAddress[device.address] = device
+        }
+        return (device, group, isNew)
+    }
+
+    /// `pci_stop_and_remove_bus_device`: removes `device` and everything
+    /// behind it, deepest first. Drivers are unbound, each device leaves its
+    /// group under the group's mutex, and a group left empty is released
+    /// and its id freed (6.6+: no log line).
+    public func remove(_ device: Device) {
+        rescanRemove.withLock { _ in
+            let prefix = device.sysfsPath + "/"
+            let subtree = devices.filter { $0 === device || $0.sysfsPath.hasPrefix(prefix) }
+            for member in subtree.reversed() { removeOne(member) }
+        }
+    }
+
+    private func removeOne(_ device: Device) {
+        device.lock.withLock { state in
+            _ = unbindLocked(device)
+            state.isPresent = false
+            state.driverOverride = nil
+        }
+        let group = device.group
+        let emptied = group?.leave(device) ?? false
+        registry.withLock { r in
+            r.devices.removeAll { $0 === device }
+            r.byAddress[device.address] = nil
+            if emptied, let group {
+                r.groups[group.id] = nil
+                r.groupIDs.free(group.id)
+                if let label = r.groupByLabel.first(where: { $0.value === group })?.key { r.groupByLabel[label] = nil }
+            }
+        }
+        device.setGroup(nil)
+        observer?.deviceRemoved(device, releasedGroup: emptied ? group : nil)
+    }
+
+    /// `pci_rescan_bus` of every bus: devices of the description that are
+    /// missing (and whose bridge is present) come back in probe order, join
+    /// their group or a new one with the lowest free id, and their driver
+    /// probes again.
+    public func rescan() {
+        rescanRemove.withLock { _ in
+            for (entry, path) in catalog where device(at: entry.address) == nil {
+                if let parent = entry.parent, device(at: parent) == nil { continue }
+                guard let (device, group, isNew) = try? join(entry, path) else { continue }
+                if isNew { group.setUpProbedDomain() } else { group.attachProbed(device) }
+                observer?.deviceAdded(device)
+                _ = probe(device)
+            }
+        }
     }
 
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):
@@ -174,12 +236,37 @@ extension IOMMUGroup {
         subsystem.log.append(device.logPrefix + "Adding to iommu group \(id)")
     }
 
-    /// The boot-time `iommu_setup_default_domain(group, 0)` of
-    /// `bus_iommu_probe`, then DMA ops for every member.
-    fileprivate func setUpBootDomain() {
+    /// `iommu_setup_default_domain(group, 0)` for a group that has just been
+    /// created by probing, then DMA ops for every member.
+    fileprivate func setUpProbedDomain() {
         state.withLock { s in
             guard s.devices.first?.device.unit != nil else { return }
             if setupDefaultDomain(&s, target: nil) == nil { setUpDMAOps(&s) }
+        }
+    }
+}
+
+extension IOMMUGroup {
+    /// A device probed into an existing group attaches to the group's
+    /// current domain (`__iommu_probe_device`).
+    fileprivate func attachProbed(_ device: Device) {
+        state.withLock { s in
+            guard let domain = s.domain, let index = s.devices.firstIndex(where: { $0.device === device }) else { return }
+            _ = setDeviceDomain(&s, index, domain, mustSucceed: true)
+        }
+    }
+
+    /// `__iommu_group_remove_device` + `iommu_deinit_device`: unlinks the
+    /// device; the last one out frees the default and blocking domains.
+    /// - Returns: whether the group is now empty (and goes away).
+    fileprivate func leave(_ device: Device) -> Bool {
+        state.withLock { s in
+            s.devices.removeAll { $0.device === device }
+            guard s.devices.isEmpty else { return false }
+            s.defaultDomain = nil
+            s.blockingDomain = nil
+            s.domain = nil
+            return true
         }
     }
 }

@@ -20,11 +20,21 @@ public struct MachineSpec: Sendable {
         public var domainWish: DomainType?
         public var untrusted: Bool
         public var reservedRegions: [ReservedRegion]
+        /// The driver whose id table matches the device; defaults to `driver`.
+        /// A device unbound at boot can still name one for `drivers_probe`.
+        public var nativeDriver: String?
+        /// ATS-capable (reset fencing applies to it).
+        public var ats: Bool
+        /// `reset_method` at boot; empty: the device cannot be reset.
+        public var resetMethods: [String]
+        /// How long a reset takes.
+        public var resetDuration: Duration
 
         public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                     parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
                     domainWish: DomainType? = nil, untrusted: Bool = false,
-                    reservedRegions: [ReservedRegion] = []) {
+                    reservedRegions: [ReservedRegion] = [], nativeDriver: String? = nil, ats: Bool = false,
+                    resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100)) {
             self.address = address
             self.vendorID = vendorID
             self.deviceID = deviceID
@@ -36,6 +46,12 @@ public struct MachineSpec: Sendable {
             self.domainWish = domainWish
             self.untrusted = untrusted
             self.reservedRegions = reservedRegions
+            self.nativeDriver = nativeDriver ?? driver
+            self.ats = ats
+            // Bridges and host bridges have no function reset here (as on QEMU's
+            // root ports); endpoints do FLR unless told otherwise.
+            self.resetMethods = resetMethods ?? (classCode >> 16 == 0x06 ? [] : ["flr"])
+            self.resetDuration = resetDuration
         }
     }
 

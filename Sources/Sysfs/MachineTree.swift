@@ -1,9 +1,10 @@
 import IOMMUCore
 import SystemPackage
 
-/// The sysfs view of a `Machine`: the nodes a real kernel would create for
-/// its IOMMU units, PCI devices, drivers and groups.
-public final class MachineTree: Sendable {
+/// The sysfs view of a `Machine`: the nodes a real kernel creates for its
+/// IOMMU units, PCI devices, drivers and groups, kept in step with the
+/// machine as devices come and go and drivers bind.
+public final class MachineTree: MachineObserver {
     public let machine: Machine
     public let tree: SysfsTree
 
@@ -13,22 +14,83 @@ public final class MachineTree: Sendable {
         // Created at core_initcall whenever CONFIG_IOMMU_API=y, even empty.
         tree.makeDirectories(Paths.iommuGroups)
         tree.makeDirectories(Paths.pciDevices)
-        tree.makeDirectories(Paths.pciDrivers)
         tree.makeDirectories(Paths.iommuClass)
+        addBusKnobs()
+        for driver in machine.drivers.values.sorted(by: { $0.name < $1.name }) { addDriver(driver) }
         for unit in machine.units { addUnit(unit) }
         for device in machine.devices { addDevice(device) }
-        for group in machine.groups { addGroup(group) }
+        for group in machine.groups {
+            addGroup(group)
+            for address in group.snapshot.devices { machine.device(at: address).map { linkMember($0, group) } }
+        }
+        for device in machine.devices { device.driver.map { linkDriver(device, $0) } }
+        machine.setObserver(self)
     }
 
     /// Paths of the fixed directories, from the sysfs root.
     enum Paths {
         static let iommuGroups = "kernel/iommu_groups"
+        static let pciBus = "bus/pci"
         static let pciDevices = "bus/pci/devices"
-        static let pciDrivers = "bus/pci/drivers"
         static let iommuClass = "class/iommu"
 
         static func group(_ id: Int) -> String { iommuGroups + "/" + String(id) }
-        static func driver(_ name: String) -> String { pciDrivers + "/" + name }
+        static func driver(_ name: String) -> String { pciBus + "/drivers/" + name }
+    }
+
+    // MARK: MachineObserver
+
+    public func deviceAdded(_ device: Device) {
+        addDevice(device)
+        guard let group = device.group else { return }
+        if tree.node(atPath: Paths.group(group.id)) == nil { addGroup(group) }
+        linkMember(device, group)
+    }
+
+    public func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?) {
+        let name = device.address.description
+        for path in [device.sysfsPath, Paths.pciDevices + "/" + name] + memberLinks(device, releasedGroup) {
+            tree.node(atPath: path).map(tree.remove)
+        }
+        if let group = releasedGroup { tree.node(atPath: Paths.group(group.id)).map(tree.remove) }
+    }
+
+    public func driverBound(_ device: Device, _ driver: PCIDriver) { linkDriver(device, driver) }
+
+    public func driverUnbound(_ device: Device, _ driver: PCIDriver) {
+        for path in [device.sysfsPath + "/driver", Paths.driver(driver.name) + "/" + device.address.description] {
+            tree.node(atPath: path).map(tree.remove)
+        }
+    }
+
+    // MARK: Building
+
+    /// `/sys/bus/pci/{drivers_probe,rescan}` (0200).
+    private func addBusKnobs() {
+        let bus = tree.makeDirectories(Paths.pciBus)
+        tree.makeAttribute("drivers_probe", in: bus, permissions: 0o200, store: { [machine] buffer, _ in
+            guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
+            return machine.probe(device).map { .failure($0) } ?? .success(buffer.count)
+        })
+        tree.makeAttribute("rescan", in: bus, permissions: 0o200, store: { [machine] buffer, _ in
+            guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
+            if value != 0 { machine.rescan() }
+            return .success(buffer.count)
+        })
+    }
+
+    /// `/sys/bus/pci/drivers/<name>/{bind,unbind}` (0200): registered
+    /// drivers have a directory whether or not they drive anything.
+    private func addDriver(_ driver: PCIDriver) {
+        let dir = tree.makeDirectories(Paths.driver(driver.name))
+        tree.makeAttribute("bind", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
+            guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
+            return machine.attach(driver, to: device).map { .failure($0) } ?? .success(buffer.count)
+        })
+        tree.makeAttribute("unbind", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
+            guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
+            return machine.detach(driver, from: device).map { .failure($0) } ?? .success(buffer.count)
+        })
     }
 
     /// `iommu_device_sysfs_add`: the unit's class device with its `devices/`
@@ -40,14 +102,15 @@ public final class MachineTree: Sendable {
         tree.makeSymlink(unit.name, in: tree.node(atPath: Paths.iommuClass)!, to: unit.sysfsPath)
     }
 
-    /// The device's directory with its identity attributes and links, its
-    /// `bus/pci/devices` entry, its unit's back link and its driver's link.
+    /// The device's directory with its attributes, knobs and links, its
+    /// `bus/pci/devices` entry and its unit's back link.
     private func addDevice(_ device: Device) {
         let dir = tree.makeDirectories(device.sysfsPath)
         constantAttribute("vendor", in: dir, "0x" + hexDigits(device.vendorID, 4) + "\n")
         constantAttribute("device", in: dir, "0x" + hexDigits(device.deviceID, 4) + "\n")
         constantAttribute("class", in: dir, "0x" + hexDigits(device.classCode, 6) + "\n")
-        tree.makeSymlink("subsystem", in: dir, to: "bus/pci")
+        addDeviceKnobs(device, in: dir)
+        tree.makeSymlink("subsystem", in: dir, to: Paths.pciBus)
         tree.makeSymlink(device.address.description, in: tree.node(atPath: Paths.pciDevices)!, to: device.sysfsPath)
         if let unit = device.unit {
             // iommu_device_link(): both directions, before the device joins a group.
@@ -55,20 +118,33 @@ public final class MachineTree: Sendable {
             tree.makeSymlink(device.address.description,
                              in: tree.node(atPath: unit.sysfsPath + "/devices")!, to: device.sysfsPath)
         }
-        if let driver = device.driver {
-            let driverDir = tree.makeDirectories(Paths.driver(driver.name))
-            tree.makeSymlink(device.address.description, in: driverDir, to: device.sysfsPath)
-            tree.makeSymlink("driver", in: dir, to: Paths.driver(driver.name))
-        }
     }
 
-    /// `iommu_group_alloc` + `iommu_group_add_device`: the group directory
-    /// with `devices/`, `reserved_regions`, `type` (and `name` when set),
-    /// then a link per member both ways.
+    /// `driver_override` (0644), `remove` (0220) and, when the device has a
+    /// reset method, `reset` (0200) and `reset_method` (0444 here).
+    private func addDeviceKnobs(_ device: Device, in dir: Node) {
+        tree.makeAttribute("driver_override", in: dir, permissions: 0o644,
+                           show: { .success(Array(((device.driverOverride ?? "(null)") + "\n").utf8)) },
+                           store: { [machine] buffer, _ in
+                               machine.setDriverOverride(device, buffer).map { .failure($0) } ?? .success(buffer.count)
+                           })
+        tree.makeAttribute("remove", in: dir, permissions: 0o220, store: { [machine] buffer, _ in
+            guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
+            if value != 0 { machine.remove(device) }
+            return .success(buffer.count)
+        })
+        guard !device.resetMethods.isEmpty else { return }
+        tree.makeAttribute("reset", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
+            guard KernelStrings.unsignedLong(buffer) == 1 else { return .failure(.invalidArgument) }
+            return machine.reset(device).map { .failure($0) } ?? .success(buffer.count)
+        })
+    }
+
+    /// `iommu_group_alloc`: the group directory with `devices/`,
+    /// `reserved_regions`, `type` (and `name` when set).
     private func addGroup(_ group: IOMMUGroup) {
-        let path = Paths.group(group.id)
         let dir = tree.makeDirectory(String(group.id), in: tree.node(atPath: Paths.iommuGroups)!)
-        let devices = tree.makeDirectory("devices", in: dir)
+        tree.makeDirectory("devices", in: dir)
         tree.makeAttribute("reserved_regions", in: dir, permissions: 0o444,
                            show: { .success(Array(group.reservedRegionsText.utf8)) })
         tree.makeAttribute("type", in: dir, permissions: 0o644,
@@ -77,12 +153,40 @@ public final class MachineTree: Sendable {
         if let name = group.name {
             constantAttribute("name", in: dir, name + "\n")
         }
-        for address in group.snapshot.devices {
-            guard let device = machine.device(at: address),
-                  let deviceDir = tree.node(atPath: device.sysfsPath) else { continue }
-            tree.makeSymlink(address.description, in: devices, to: device.sysfsPath)
-            tree.makeSymlink("iommu_group", in: deviceDir, to: path)
+    }
+
+    /// `iommu_group_add_device`: the group's `devices/<dev>` link and the
+    /// device's `iommu_group` link.
+    private func linkMember(_ device: Device, _ group: IOMMUGroup) {
+        guard let devices = tree.node(atPath: Paths.group(group.id) + "/devices"),
+              let deviceDir = tree.node(atPath: device.sysfsPath) else { return }
+        tree.makeSymlink(device.address.description, in: devices, to: device.sysfsPath)
+        tree.makeSymlink("iommu_group", in: deviceDir, to: Paths.group(group.id))
+    }
+
+    /// The links a removed device leaves behind outside its own directory:
+    /// its unit's back link and, unless the whole group goes, its group link.
+    private func memberLinks(_ device: Device, _ releasedGroup: IOMMUGroup?) -> [String] {
+        var paths: [String] = []
+        if let unit = device.unit { paths.append(unit.sysfsPath + "/devices/" + device.address.description) }
+        if releasedGroup == nil, let id = groupID(of: device) {
+            paths.append(Paths.group(id) + "/devices/" + device.address.description)
         }
+        return paths
+    }
+
+    /// The group id a device's `iommu_group` link still names.
+    private func groupID(of device: Device) -> Int? {
+        guard let link = tree.node(atPath: device.sysfsPath + "/iommu_group")?.symlink else { return nil }
+        return link.target.split(separator: "/").last.flatMap { Int($0) }
+    }
+
+    /// The device's `driver` link and the driver's link to the device.
+    private func linkDriver(_ device: Device, _ driver: PCIDriver) {
+        guard let dir = tree.node(atPath: device.sysfsPath),
+              let driverDir = tree.node(atPath: Paths.driver(driver.name)) else { return }
+        tree.makeSymlink(device.address.description, in: driverDir, to: device.sysfsPath)
+        tree.makeSymlink("driver", in: dir, to: Paths.driver(driver.name))
     }
 
     /// A read-only (0444) attribute whose text never changes.
@@ -91,4 +195,3 @@ public final class MachineTree: Sendable {
         tree.makeAttribute(name, in: dir, permissions: 0o444, show: { .success(bytes) })
     }
 }
-

@@ -23,6 +23,7 @@ enum DriverKey: String, CaseIterable {
 enum DeviceKey: String, CaseIterable {
     case address, vendor, device, `class`, parent, iommu, group, driver
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
+    case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
 }
 
 enum RegionKey: String, CaseIterable {
@@ -135,7 +136,11 @@ enum MachineDecoder {
             driver: try fields.optional(.driver, .name),
             domainWish: try fields.optional(.defDomainType, .choice(Names.domainWishes, "def_domain_type")),
             untrusted: try fields.optional(.untrusted, .bool) ?? false,
-            reservedRegions: try fields.optional(.reservedRegions, .array(of: ValueDecoder(region))) ?? [])
+            reservedRegions: try fields.optional(.reservedRegions, .array(of: ValueDecoder(region))) ?? [],
+            nativeDriver: try fields.optional(.nativeDriver, .name),
+            ats: try fields.optional(.ats, .bool) ?? false,
+            resetMethods: try fields.optional(.resetMethods, .array(of: .name)),
+            resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100))
     }
 
     /// A group label: any string, or a non-negative integer (so a captured

@@ -1,0 +1,40 @@
+/// The kernel's string-to-number helper as sysfs stores use it.
+public enum KernelStrings {
+    /// `kstrtoul(buf, 0, &val)` on a sysfs store buffer: an optional `+`,
+    /// then `0x`/`0X` hex, a leading `0` octal or decimal digits, then at
+    /// most one newline before the end (or a NUL). nil where the kernel
+    /// returns -EINVAL or -ERANGE.
+    public static func unsignedLong(_ buffer: UnsafeRawBufferPointer) -> UInt64? {
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        var i = 0
+        if i < end && buffer[i] == UInt8(ascii: "+") { i += 1 }
+        var radix: UInt64 = 10
+        if i + 1 < end && buffer[i] == UInt8(ascii: "0") && (buffer[i + 1] | 0x20) == UInt8(ascii: "x") {
+            radix = 16
+            i += 2
+        } else if i < end && buffer[i] == UInt8(ascii: "0") {
+            radix = 8
+        }
+        let digitsStart = i
+        var value: UInt64 = 0
+        while i < end, let digit = digitValue(buffer[i]), digit < radix {
+            let (times, o1) = value.multipliedReportingOverflow(by: radix)
+            let (sum, o2) = times.addingReportingOverflow(digit)
+            if o1 || o2 { return nil }
+            value = sum
+            i += 1
+        }
+        guard i > digitsStart else { return nil }
+        if i < end && buffer[i] == UInt8(ascii: "\n") { i += 1 }
+        return i == end ? value : nil
+    }
+
+    private static func digitValue(_ c: UInt8) -> UInt64? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt64(c - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt64(c - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt64(c - UInt8(ascii: "A") + 10)
+        default: nil
+        }
+    }
+}

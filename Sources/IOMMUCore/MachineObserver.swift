@@ -1,0 +1,13 @@
+/// Told about changes of a machine's device tree, so that its sysfs view
+/// can follow. Calls come from the thread that made the change, after the
+/// model is consistent, never with a group mutex or the registry held (an
+/// observer may read groups), but possibly with the device's lock held.
+public protocol MachineObserver: AnyObject, Sendable {
+    /// A hot-added device, already in its group (which may be new).
+    func deviceAdded(_ device: Device)
+    /// A hot-removed device; `releasedGroup` is its group if it went away
+    /// with the device.
+    func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?)
+    func driverBound(_ device: Device, _ driver: PCIDriver)
+    func driverUnbound(_ device: Device, _ driver: PCIDriver)
+}

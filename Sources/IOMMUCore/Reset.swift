@@ -1,0 +1,79 @@
+import Glibc
+import SystemPackage
+
+/// PCI function reset and the IOMMU's reset fencing (§7):
+/// `pci_reset_function` → `pci_dev_reset_iommu_prepare/done`.
+extension Machine {
+    /// `echo 1 > reset`: resets `device` with its device lock held. ENOTTY
+    /// without a reset method. On kernels that fence resets, an ATS device's
+    /// RID sits on the blocking domain for the reset's duration, and its
+    /// group refuses domain changes (EBUSY) meanwhile.
+    public func reset(_ device: Device) -> Errno? {
+        device.lock.withLock { state in
+            guard state.isPresent else { return .noDevice }
+            guard !device.resetMethods.isEmpty else { return .inappropriateIOCTLForDevice }
+            let fenced = profile.fencesResets && device.ats ? device.group : nil
+            if let group = fenced, let error = group.prepareReset(device) {
+                log.append(device.logPrefix + "failed to stop IOMMU for a PCI reset: -\(error.rawValue)")
+                return error
+            }
+            sleep(for: device.resetDuration)
+            fenced?.finishReset(device)
+            return nil
+        }
+    }
+
+    private func sleep(for duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 { request = remaining }
+    }
+}
+
+extension IOMMUGroup {
+    /// `pci_dev_reset_iommu_prepare` (v7.1): parks the device's RID on the
+    /// blocking domain, leaving `group->domain` as it is. Nested prepares
+    /// only count.
+    func prepareReset(_ device: Device) -> Errno? {
+        state.withLock { s in
+            guard let index = s.devices.firstIndex(where: { $0.device === device }) else { return nil }
+            let key = ObjectIdentifier(device)
+            if let depth = s.resetDepth[key] {
+                s.resetDepth[key] = depth + 1
+                return nil
+            }
+            if s.blockingDomain == nil {
+                if let errno = subsystem.faults.fire(.blockingDomainAlloc) { return errno }
+                let type: DomainType = device.unit?.abilities.canAllocate(.blocked) == false ? .unmanaged : .blocked
+                guard let unit = device.unit, case .success(let d) = subsystem.allocateDomain(type, on: unit, at: nil) else {
+                    return .noMemory
+                }
+                s.blockingDomain = d
+            }
+            s.devices[index].attached = s.blockingDomain
+            s.resetDepth[key] = 1
+            return nil
+        }
+    }
+
+    /// `pci_dev_reset_iommu_done`: the outermost done re-attaches the RID to
+    /// the group's (possibly updated) domain.
+    func finishReset(_ device: Device) {
+        state.withLock { s in
+            let key = ObjectIdentifier(device)
+            guard let depth = s.resetDepth[key] else { return }
+            if depth > 1 {
+                s.resetDepth[key] = depth - 1
+                return
+            }
+            s.resetDepth[key] = nil
+            if let index = s.devices.firstIndex(where: { $0.device === device }) {
+                s.devices[index].attached = s.domain
+            }
+        }
+    }
+
+    /// True while a member is being reset (its group's domain is fenced).
+    public var isResetting: Bool { state.withLock { !$0.resetDepth.isEmpty } }
+}
