@@ -107,7 +107,6 @@ final class CacheNotifier: CacheInvalidator {
             Diagnostics.log("could not start the cache notifier thread; tree changes will show after \(ServerContext.cacheTimeout) s")
             return false
         }
-        pthread_setname_np(id, "iommufs-notify")
         thread.withLock { $0 = id }
         return true
     }
@@ -120,7 +119,7 @@ final class CacheNotifier: CacheInvalidator {
             defer { q.phase = .stopped; q.pending = [] }
             return q.phase == .running
         }
-        stopping.store(true, ordering: .relaxing)
+        stopping.store(true, ordering: .relaxed)
         if wasRunning { wakeup.post() }
     }
 
@@ -141,6 +140,7 @@ final class CacheNotifier: CacheInvalidator {
     // MARK: The notifier thread
 
     fileprivate func run() {
+        Self.nameThisThread("iommufs-notify")
         var reported = ReportedErrors()
         while true {
             wakeup.wait()
@@ -194,6 +194,18 @@ final class CacheNotifier: CacheInvalidator {
     }
 }
 
+extension CacheNotifier {
+    /// Shows in `ps -L`, `top -H` and /proc (pthread_setname_np is a GNU
+    /// extension Swift does not import; this is what it does for the
+    /// calling thread).
+    fileprivate static func nameThisThread(_ name: String) {
+        let fd = open("/proc/thread-self/comm", O_WRONLY)
+        guard fd >= 0 else { return }
+        _ = name.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+}
+
 /// The thread's entry point (a C function pointer for pthread_create).
 private func cacheNotifierMain(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
     Unmanaged<CacheNotifier>.fromOpaque(argument!).takeRetainedValue().run()
@@ -242,12 +254,14 @@ final class Semaphore: @unchecked Sendable {
 
     /// False if not posted within `milliseconds` (0: only tries).
     func wait(milliseconds: Int) -> Bool {
+        // sem_clockwait (monotonic) is a GNU extension Swift does not import;
+        // a clock step during these short waits only shortens or lengthens one.
         var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        clock_gettime(CLOCK_REALTIME, &deadline)
         let nanoseconds = Int(deadline.tv_nsec) + (milliseconds % 1000) * 1_000_000
         deadline.tv_sec += milliseconds / 1000 + nanoseconds / 1_000_000_000
         deadline.tv_nsec = nanoseconds % 1_000_000_000
-        while sem_clockwait(semaphore, CLOCK_MONOTONIC, &deadline) != 0 {
+        while sem_timedwait(semaphore, &deadline) != 0 {
             if errno != EINTR { return false }
         }
         return true

@@ -24,6 +24,11 @@ public final class FuseServer {
     private let session: OpaquePointer
     private let context: Unmanaged<ServerContext>
     private let options: MountOptions
+    /// Tells the kernel about tree changes while `serve()` runs.
+    private let notifier: CacheNotifier
+    /// Set when the notifier thread could not be stopped: the session must
+    /// then outlive this object (the thread may still use it).
+    private var notifierAbandoned = false
     /// The canonical mount point while mounted.
     public private(set) var mountpoint: String?
 
@@ -37,9 +42,16 @@ public final class FuseServer {
         self.session = session
         self.context = context
         self.options = options
+        self.notifier = CacheNotifier(session: session)
+        // Before mounting: every change from now on is reported (and ignored
+        // until `serve()` starts the notifier: nothing is cached before).
+        tree.setCacheInvalidator(notifier)
     }
 
     deinit {
+        // The tree keeps the notifier; from here on it ignores reports.
+        notifier.requestStop()
+        if notifierAbandoned { return }   // its thread may still use the session
         if mountpoint != nil { fuse_session_unmount(session) }
         fuse_session_destroy(session)
         context.release()
@@ -64,6 +76,10 @@ public final class FuseServer {
     /// `umount`) or the process gets SIGINT, SIGTERM or SIGHUP; then makes
     /// sure the mount is gone. Returns an exit status: 0 after a regular stop,
     /// 1 if the session failed (the reason is on stderr).
+    ///
+    /// Tree changes made meanwhile (from request handlers or any other
+    /// thread) reach the kernel's caches through the notifier thread, which
+    /// runs from here until just before the unmount.
     public func serve() -> Int32 {
         precondition(mountpoint != nil, "serve() before mount()")
         Self.unblockStopSignals()
@@ -72,9 +88,11 @@ public final class FuseServer {
             unmount()
             return 1
         }
+        notifier.start()
         // Positive: the signal that stopped the loop; 0: unmounted.
         let result = options.singleThreaded ? fuse_session_loop(session) : runWorkerPool()
-        unmount()
+        stopNotifier()
+        if !notifierAbandoned { unmount() }
         fuse_remove_signal_handlers(session)
         guard result >= 0 else {
             Diagnostics.log("the FUSE session failed: \(Errno(rawValue: -result))")
@@ -111,6 +129,51 @@ public final class FuseServer {
         guard let config = fuse_loop_cfg_create() else { return -ENOMEM }
         defer { fuse_loop_cfg_destroy(config) }
         return fuse_session_loop_mt(session, config)
+    }
+
+    /// Stops the notifier thread before the session's channel closes (the
+    /// thread writes notifications to it). Pending notifications are dropped:
+    /// the unmount drops the kernel's caches anyway.
+    ///
+    /// A notification in flight can be stuck in the kernel: it waits for a
+    /// directory's inode lock, which a process holds while its request (a
+    /// LOOKUP, say) waits in the queue, and the loop that would have answered
+    /// it stopped on a signal. Such requests are answered here, on this
+    /// thread, until the notifier is out. Should it still be stuck after
+    /// 10 s (a lock held by something that is not a request of ours), it is
+    /// left behind with the session and the mount, and reported.
+    private func stopNotifier() {
+        notifier.requestStop()
+        if notifier.awaitStop(milliseconds: 20) { return }
+        // The loop may have left the session marked as exited, in which case
+        // fuse_session_receive_buf would consume a request and drop it.
+        fuse_session_reset(session)
+        var buffer = fuse_buf()
+        defer { free(buffer.mem) }
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        while !notifier.awaitStop(milliseconds: 0) {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            if now.tv_sec - start.tv_sec >= 10 {
+                Diagnostics.log("the cache notifier is stuck in the kernel; leaving the mount at \(mountpoint ?? "?") to the kernel")
+                notifierAbandoned = true
+                return
+            }
+            var ready = pollfd(fd: fuse_session_fd(session), events: Int16(POLLIN), revents: 0)
+            guard poll(&ready, 1, 10) == 1, ready.revents & Int16(POLLIN) != 0 else {
+                // Nothing to read, or the connection is gone (then the
+                // notification returns by itself).
+                _ = notifier.awaitStop(milliseconds: 10)
+                continue
+            }
+            let size = fuse_session_receive_buf(session, &buffer)
+            if size > 0 {
+                fuse_session_process_buf(session, &buffer)
+            } else if fuse_session_exited(session) != 0 {
+                fuse_session_reset(session)   // a second Ctrl-C; keep answering
+            }
+        }
     }
 
     /// Unmounts if the kernel has not already done so (a signal stopped the

@@ -33,8 +33,8 @@ public struct BootOptions: Sendable, Equatable {
             guard parts.count == 2 else { continue }
             let value = String(parts[1])
             switch parts[0] {
-            case "iommu.passthrough": if let b = Self.kstrtobool(value) { passthrough = b }
-            case "iommu.strict": if let b = Self.kstrtobool(value) { strict = b }
+            case "iommu.passthrough": if let b = KernelStrings.bool(value) { passthrough = b }
+            case "iommu.strict": if let b = KernelStrings.bool(value) { strict = b }
             case "iommu":
                 // arch/x86/kernel/pci-dma.c iommu_setup() matches prefixes (strncmp).
                 for option in value.split(separator: ",") {
@@ -43,19 +43,6 @@ public struct BootOptions: Sendable, Equatable {
                 }
             default: break
             }
-        }
-    }
-
-    /// `kstrtobool`: the first character decides (1/y/Y/t/T, 0/n/N/f/F),
-    /// plus "on"/"off".
-    static func kstrtobool(_ s: String) -> Bool? {
-        let lower = s.lowercased()
-        if lower.hasPrefix("on") { return true }
-        if lower.hasPrefix("of") { return false }
-        switch s.first {
-        case "1", "y", "Y", "t", "T": return true
-        case "0", "n", "N", "f", "F": return false
-        default: return nil
         }
     }
 

@@ -33,6 +33,10 @@ public final class Device: Sendable {
     public let resetDuration: Duration
     /// `reset_method`'s methods, e.g. `flr`, `pm`, `bus`; empty: no `reset`.
     public let resetMethods: [String]
+    /// The SR-IOV capability of a PF.
+    public let sriov: MachineSpec.SRIOVSpec?
+    /// For a VF: its PF.
+    public let physicalFunction: PCIAddress?
 
     private let binding = Mutex<PCIDriver?>(nil)
     private let groupRef = Mutex<IOMMUGroup?>(nil)
@@ -44,7 +48,8 @@ public final class Device: Sendable {
                 sysfsPath: String, unit: IOMMUUnit?, domainWish: DomainType? = nil,
                 untrusted: Bool = false, reservedRegions: [ReservedRegion] = [],
                 nativeDriverName: String? = nil, ats: Bool = false, resetDuration: Duration = .milliseconds(100),
-                resetMethods: [String] = []) {
+                resetMethods: [String] = [], sriov: MachineSpec.SRIOVSpec? = nil,
+                physicalFunction: PCIAddress? = nil) {
         self.address = address
         self.vendorID = vendorID
         self.deviceID = deviceID
@@ -57,6 +62,8 @@ public final class Device: Sendable {
         self.ats = ats
         self.resetDuration = resetDuration
         self.resetMethods = resetMethods
+        self.sriov = sriov
+        self.physicalFunction = physicalFunction
         var sorted: [ReservedRegion] = []
         for region in reservedRegions { ReservedRegion.insert(region, into: &sorted) }
         self.reservedRegions = sorted
@@ -76,6 +83,12 @@ public final class Device: Sendable {
     /// `driver_override`, if set.
     public var driverOverride: String? { lock.withLock { $0.driverOverride } }
 
+    /// A PF's enabled VFs.
+    public var virtualFunctions: [Device] { lock.withLock { $0.virtualFunctions } }
+
+    /// `sriov_drivers_autoprobe`.
+    public var driversAutoprobe: Bool { lock.withLock { $0.driversAutoprobe ?? sriov?.driversAutoprobe ?? true } }
+
     /// False once the device was hot-removed.
     public var isPresent: Bool { lock.withLock { $0.isPresent } }
 
@@ -92,4 +105,8 @@ public final class Device: Sendable {
 struct DeviceLockState {
     var driverOverride: String?
     var isPresent = true
+    /// A PF's enabled VFs, in VF index order.
+    var virtualFunctions: [Device] = []
+    /// `sriov_drivers_autoprobe`.
+    var driversAutoprobe: Bool?
 }

@@ -29,6 +29,30 @@ public enum KernelStrings {
         return i == end ? value : nil
     }
 
+    /// `kstrtobool`: 1/y/Y/t/T and "on" are true, 0/n/N/f/F and "off"
+    /// false, judged by the first one or two characters; nil otherwise.
+    public static func bool(_ buffer: UnsafeRawBufferPointer) -> Bool? {
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        guard end > 0 else { return nil }
+        switch buffer[0] {
+        case UInt8(ascii: "y"), UInt8(ascii: "Y"), UInt8(ascii: "t"), UInt8(ascii: "T"), UInt8(ascii: "1"): return true
+        case UInt8(ascii: "n"), UInt8(ascii: "N"), UInt8(ascii: "f"), UInt8(ascii: "F"), UInt8(ascii: "0"): return false
+        case UInt8(ascii: "o"), UInt8(ascii: "O"):
+            guard end > 1 else { return nil }
+            switch buffer[1] | 0x20 {
+            case UInt8(ascii: "n"): return true
+            case UInt8(ascii: "f"): return false
+            default: return nil
+            }
+        default: return nil
+        }
+    }
+
+    /// `kstrtobool` on a string (a kernel command-line value).
+    public static func bool(_ text: String) -> Bool? {
+        Array(text.utf8).withUnsafeBytes { bool($0) }
+    }
+
     private static func digitValue(_ c: UInt8) -> UInt64? {
         switch c {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt64(c - UInt8(ascii: "0"))

@@ -116,12 +116,13 @@ public final class Machine: Sendable {
     /// `pci_device_add` + `iommu_probe_device`: creates the device from its
     /// description and links it into its group (new groups take the lowest
     /// free id).
-    private func join(_ entry: MachineSpec.DeviceSpec, _ path: String) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+    func join(_ entry: MachineSpec.DeviceSpec, _ path: String) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
         let device = Device(address: entry.address, vendorID: entry.vendorID, deviceID: entry.deviceID,
                             classCode: entry.classCode, sysfsPath: path, unit: entry.unit.flatMap { unitsByName[$0] },
                             domainWish: entry.domainWish, untrusted: entry.untrusted,
                             reservedRegions: entry.reservedRegions, nativeDriverName: entry.nativeDriver,
-                            ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods)
+                            ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods,
+                            sriov: entry.sriov, physicalFunction: entry.physicalFunction)
         let (group, isNew) = registry.withLock { r in
             if let existing = r.groupByLabel[entry.group] { return (existing, false) }
             let g = IOMMUGroup(id: r.groupIDs.allocate(), subsystem: subsystem)
@@ -149,8 +150,11 @@ public final class Machine: Sendable {
         }
     }
 
-    private func removeOne(_ device: Device) {
+    func removeOne(_ device: Device) {
+        // A PF takes its VFs with it (pci_iov_release).
+        for vf in device.virtualFunctions.reversed() { removeOne(vf) }
         device.lock.withLock { state in
+            state.virtualFunctions = []
             _ = unbindLocked(device)
             state.isPresent = false
             state.driverOverride = nil
@@ -179,11 +183,18 @@ public final class Machine: Sendable {
             for (entry, path) in catalog where device(at: entry.address) == nil {
                 if let parent = entry.parent, device(at: parent) == nil { continue }
                 guard let (device, group, isNew) = try? join(entry, path) else { continue }
-                if isNew { group.setUpProbedDomain() } else { group.attachProbed(device) }
-                observer?.deviceAdded(device)
+                finishHotAdd(device, group, isNew)
                 _ = probe(device)
             }
         }
+    }
+
+    /// The rest of `iommu_probe_device` for a hot-added device: a new group
+    /// gets its default domain, an existing one attaches the device to its
+    /// current domain; then the sysfs view follows.
+    func finishHotAdd(_ device: Device, _ group: IOMMUGroup, _ isNew: Bool) {
+        if isNew { group.setUpProbedDomain() } else { group.attachProbed(device) }
+        observer?.deviceAdded(device)
     }
 
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):

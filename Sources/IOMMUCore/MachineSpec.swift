@@ -29,12 +29,16 @@ public struct MachineSpec: Sendable {
         public var resetMethods: [String]
         /// How long a reset takes.
         public var resetDuration: Duration
+        public var sriov: SRIOVSpec?
+        /// For a VF: its PF.
+        public var physicalFunction: PCIAddress?
 
         public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                     parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
                     domainWish: DomainType? = nil, untrusted: Bool = false,
                     reservedRegions: [ReservedRegion] = [], nativeDriver: String? = nil, ats: Bool = false,
-                    resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100)) {
+                    resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100),
+                    sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil) {
             self.address = address
             self.vendorID = vendorID
             self.deviceID = deviceID
@@ -52,6 +56,30 @@ public struct MachineSpec: Sendable {
             // root ports); endpoints do FLR unless told otherwise.
             self.resetMethods = resetMethods ?? (classCode >> 16 == 0x06 ? [] : ["flr"])
             self.resetDuration = resetDuration
+            self.sriov = sriov
+            self.physicalFunction = physicalFunction
+        }
+    }
+
+    /// A PF's SR-IOV capability, as `sriov_*` shows it.
+    public struct SRIOVSpec: Sendable, Equatable {
+        public var totalVFs: Int
+        /// First VF offset and VF stride, in routing ids.
+        public var offset: Int
+        public var stride: Int
+        public var vfDeviceID: UInt16
+        /// The driver that probes new VFs when autoprobe is on.
+        public var vfDriver: String?
+        public var driversAutoprobe: Bool
+
+        public init(totalVFs: Int, offset: Int = 1, stride: Int = 1, vfDeviceID: UInt16,
+                    vfDriver: String? = nil, driversAutoprobe: Bool = true) {
+            self.totalVFs = totalVFs
+            self.offset = offset
+            self.stride = stride
+            self.vfDeviceID = vfDeviceID
+            self.vfDriver = vfDriver
+            self.driversAutoprobe = driversAutoprobe
         }
     }
 

@@ -42,6 +42,7 @@ public final class MachineTree: MachineObserver {
 
     public func deviceAdded(_ device: Device) {
         addDevice(device)
+        linkPhysicalFunction(device)
         guard let group = device.group else { return }
         if tree.node(atPath: Paths.group(group.id)) == nil { addGroup(group) }
         linkMember(device, group)
@@ -49,7 +50,9 @@ public final class MachineTree: MachineObserver {
 
     public func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?) {
         let name = device.address.description
-        for path in [device.sysfsPath, Paths.pciDevices + "/" + name] + memberLinks(device, releasedGroup) {
+        var paths = [device.sysfsPath, Paths.pciDevices + "/" + name] + memberLinks(device, releasedGroup)
+        if let (pf, index) = virtualFunctionIndex(device) { paths.append(pf.sysfsPath + "/virtfn\(index)") }
+        for path in paths {
             tree.node(atPath: path).map(tree.remove)
         }
         if let group = releasedGroup { tree.node(atPath: Paths.group(group.id)).map(tree.remove) }
@@ -128,16 +131,58 @@ public final class MachineTree: MachineObserver {
                            store: { [machine] buffer, _ in
                                machine.setDriverOverride(device, buffer).map { .failure($0) } ?? .success(buffer.count)
                            })
-        tree.makeAttribute("remove", in: dir, permissions: 0o220, store: { [machine] buffer, _ in
-            guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
-            if value != 0 { machine.remove(device) }
-            return .success(buffer.count)
-        })
+        // VFs come and go with sriov_numvfs only: no `remove`.
+        if device.physicalFunction == nil {
+            tree.makeAttribute("remove", in: dir, permissions: 0o220, store: { [machine] buffer, _ in
+                guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
+                if value != 0 { machine.remove(device) }
+                return .success(buffer.count)
+            })
+        }
+        if let sriov = device.sriov { addSRIOVAttributes(device, sriov, in: dir) }
         guard !device.resetMethods.isEmpty else { return }
         tree.makeAttribute("reset", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
             guard KernelStrings.unsignedLong(buffer) == 1 else { return .failure(.invalidArgument) }
             return machine.reset(device).map { .failure($0) } ?? .success(buffer.count)
         })
+    }
+
+    /// A PF's `sriov_*` files (`drivers/pci/iov.c`).
+    private func addSRIOVAttributes(_ pf: Device, _ sriov: MachineSpec.SRIOVSpec, in dir: Node) {
+        constantAttribute("sriov_totalvfs", in: dir, "\(sriov.totalVFs)\n")
+        constantAttribute("sriov_offset", in: dir, "\(sriov.offset)\n")
+        constantAttribute("sriov_stride", in: dir, "\(sriov.stride)\n")
+        constantAttribute("sriov_vf_device", in: dir, String(sriov.vfDeviceID, radix: 16) + "\n")
+        tree.makeAttribute("sriov_numvfs", in: dir, permissions: 0o644,
+                           show: { .success(Array("\(pf.virtualFunctions.count)\n".utf8)) },
+                           store: { [machine] buffer, _ in
+                               // kstrtou16: anything that is not a 16-bit number is EINVAL here.
+                               guard let n = KernelStrings.unsignedLong(buffer), n <= 0xffff else { return .failure(.invalidArgument) }
+                               return machine.setNumberOfVFs(pf, Int(n)).map { .failure($0) } ?? .success(buffer.count)
+                           })
+        tree.makeAttribute("sriov_drivers_autoprobe", in: dir, permissions: 0o644,
+                           show: { .success(Array((pf.driversAutoprobe ? "1\n" : "0\n").utf8)) },
+                           store: { [machine] buffer, _ in
+                               guard let on = KernelStrings.bool(buffer) else { return .failure(.invalidArgument) }
+                               machine.setDriversAutoprobe(pf, on)
+                               return .success(buffer.count)
+                           })
+    }
+
+    /// A VF's `physfn` link and its PF's `virtfn<N>` link.
+    private func linkPhysicalFunction(_ device: Device) {
+        guard let (pf, index) = virtualFunctionIndex(device),
+              let vfDir = tree.node(atPath: device.sysfsPath), let pfDir = tree.node(atPath: pf.sysfsPath) else { return }
+        tree.makeSymlink("physfn", in: vfDir, to: pf.sysfsPath)
+        tree.makeSymlink("virtfn\(index)", in: pfDir, to: device.sysfsPath)
+    }
+
+    /// For a VF: its PF and its VF index, from the routing ids.
+    private func virtualFunctionIndex(_ vf: Device) -> (Device, Int)? {
+        guard let pfAddress = vf.physicalFunction, let pf = machine.device(at: pfAddress),
+              let sriov = pf.sriov, sriov.stride > 0 else { return nil }
+        func rid(_ a: PCIAddress) -> Int { Int(a.bus) << 8 | Int(a.device) << 3 | Int(a.function) }
+        return (pf, (rid(vf.address) - rid(pfAddress) - sriov.offset) / sriov.stride)
     }
 
     /// `iommu_group_alloc`: the group directory with `devices/`,

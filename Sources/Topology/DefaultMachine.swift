@@ -2,8 +2,8 @@ extension Topology {
     /// The default machine as a document: a desktop with one VT-d unit whose
     /// eight groups show the cases people ask about (a GPU sharing a group
     /// with its audio function, an RMRR, bridges grouped with what is behind
-    /// them, an unbound NIC, an untrusted Thunderbolt device, a driver that
-    /// wants identity). It is a string in the source, not a bundle resource,
+    /// them, an unbound SR-IOV NIC with ATS that igb matches, an untrusted
+    /// Thunderbolt device, a driver that wants identity). It is a string in the source, not a bundle resource,
     /// so the binary works wherever it is copied. Group labels are the ids
     /// the machine boots with.
     public static let defaultMachineJSON = #"""
@@ -35,8 +35,9 @@ extension Topology {
 
         { "address": "0000:00:1c.4", "vendor": "0x8086", "device": "0xa33c", "class": "0x060400",
           "iommu": "dmar0", "group": 4, "driver": "pcieport" },
-        { "address": "0000:03:00.0", "vendor": "0x8086", "device": "0x1539", "class": "0x020000",
-          "parent": "0000:00:1c.4", "iommu": "dmar0", "group": 4 },
+        { "address": "0000:03:00.0", "vendor": "0x8086", "device": "0x1521", "class": "0x020000",
+          "parent": "0000:00:1c.4", "iommu": "dmar0", "group": 4, "native_driver": "igb", "ats": true,
+          "sriov": { "total_vfs": 7, "offset": 128, "stride": 4, "vf_device": "0x1520", "vf_driver": "igbvf" } },
 
         { "address": "0000:00:1d.0", "vendor": "0x8086", "device": "0xa330", "class": "0x060400",
           "iommu": "dmar0", "group": 5, "driver": "pcieport" },

@@ -192,8 +192,9 @@ struct MachineAssembly {
             table[driver.name] = driver
         }
         for device in devices {
-            guard let name = device.driver, table[name] == nil else { continue }
-            table[name] = PCIDriver(name: name, managesDMA: false)
+            for name in [device.driver, device.nativeDriver, device.sriov?.vfDriver].compactMap({ $0 }) where table[name] == nil {
+                table[name] = PCIDriver(name: name, managesDMA: false)
+            }
         }
         return table.values.sorted { $0.name < $1.name }
     }

@@ -24,6 +24,12 @@ enum DeviceKey: String, CaseIterable {
     case address, vendor, device, `class`, parent, iommu, group, driver
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
     case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
+    case sriov
+}
+
+enum SRIOVKey: String, CaseIterable {
+    case totalVFs = "total_vfs", offset, stride, vfDevice = "vf_device", vfDriver = "vf_driver"
+    case driversAutoprobe = "drivers_autoprobe"
 }
 
 enum RegionKey: String, CaseIterable {
@@ -140,7 +146,20 @@ enum MachineDecoder {
             nativeDriver: try fields.optional(.nativeDriver, .name),
             ats: try fields.optional(.ats, .bool) ?? false,
             resetMethods: try fields.optional(.resetMethods, .array(of: .name)),
-            resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100))
+            resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100),
+            sriov: try fields.optional(.sriov, ValueDecoder(sriov)))
+    }
+
+    /// A PF's SR-IOV capability.
+    static func sriov(_ json: JSON) throws(Problem) -> MachineSpec.SRIOVSpec {
+        let fields = try Fields<SRIOVKey>(json)
+        return MachineSpec.SRIOVSpec(
+            totalVFs: Int(try fields.required(.totalVFs, .unsigned(bits: 16))),
+            offset: Int(try fields.optional(.offset, .unsigned(bits: 16)) ?? 1),
+            stride: Int(try fields.optional(.stride, .unsigned(bits: 16)) ?? 1),
+            vfDeviceID: UInt16(try fields.required(.vfDevice, .unsigned(bits: 16))),
+            vfDriver: try fields.optional(.vfDriver, .name),
+            driversAutoprobe: try fields.optional(.driversAutoprobe, .bool) ?? true)
     }
 
     /// A group label: any string, or a non-negative integer (so a captured
