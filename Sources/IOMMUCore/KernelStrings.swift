@@ -48,6 +48,24 @@ public enum KernelStrings {
         }
     }
 
+    /// `sscanf(buf, "%x %x ...")` with up to `limit` conversions: the
+    /// leading fields that parse as hexadecimal (optional `0x`), separated
+    /// by white space; parsing stops at the first one that does not.
+    public static func hexFields(_ buffer: UnsafeRawBufferPointer, limit: Int) -> [UInt64] {
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        let text = String(decoding: buffer[0..<end], as: UTF8.self)
+        var fields: [UInt64] = []
+        for word in text.split(whereSeparator: \.isWhitespace).prefix(limit) {
+            var digits = Substring(word)
+            if digits.lowercased().hasPrefix("0x") { digits = digits.dropFirst(2) }
+            let hex = digits.prefix { $0.isHexDigit }
+            guard !hex.isEmpty, let value = UInt64(hex, radix: 16) else { break }
+            fields.append(value)
+            if hex.count != digits.count { break }
+        }
+        return fields
+    }
+
     /// `kstrtobool` on a string (a kernel command-line value).
     public static func bool(_ text: String) -> Bool? {
         Array(text.utf8).withUnsafeBytes { bool($0) }

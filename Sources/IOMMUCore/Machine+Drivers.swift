@@ -67,12 +67,17 @@ extension Machine {
     /// otherwise the id table matches (the device's native driver).
     func matches(_ driver: PCIDriver, _ device: Device, override: String?) -> Bool {
         if let override { return override == driver.name }
-        return driver.name == device.nativeDriverName
+        return dynamicIDMatches(driver, device) || driver.name == device.nativeDriverName
     }
 
+    /// The first driver that matches (by name order; the native driver when
+    /// nothing else claims the device).
     private func matchingDriver(_ device: Device, override: String?) -> PCIDriver? {
-        guard let name = override ?? device.nativeDriverName, let driver = drivers[name] else { return nil }
-        return matches(driver, device, override: override) ? driver : nil
+        if let override { return drivers[override] }
+        if let dynamic = drivers.values.sorted(by: { $0.name < $1.name }).first(where: { dynamicIDMatches($0, device) }) {
+            return dynamic
+        }
+        return device.nativeDriverName.flatMap { drivers[$0] }
     }
 
     /// `really_probe` with the device lock held.

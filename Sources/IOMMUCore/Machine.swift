@@ -22,6 +22,8 @@ public final class Machine: Sendable {
     private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
     let rescanRemove = Mutex(())
+    /// Dynamic ids by driver name (`pdrv->dynids`), a leaf lock.
+    let dynamicIDs = Mutex<[String: [PCIDynamicID]]>([:])
     private let observerSlot = Mutex<(any MachineObserver)?>(nil)
 
     private struct Registry {
@@ -88,6 +90,12 @@ public final class Machine: Sendable {
             // A failing dma_configure fails the probe silently (really_probe).
             _ = bind(device, to: drivers[name]!)
         }
+    }
+
+    /// (vendor, device) of every described device whose native driver is
+    /// `name`: the part of that driver's static id table the machine uses.
+    func catalogIDs(nativeTo name: String) -> [(vendor: UInt16, device: UInt16)] {
+        catalog.filter { $0.spec.nativeDriver == name }.map { ($0.spec.vendorID, $0.spec.deviceID) }
     }
 
     /// Every group, by id.

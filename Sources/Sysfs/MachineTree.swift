@@ -82,7 +82,7 @@ public final class MachineTree: MachineObserver {
         })
     }
 
-    /// `/sys/bus/pci/drivers/<name>/{bind,unbind}` (0200): registered
+    /// `/sys/bus/pci/drivers/<name>/{bind,unbind,new_id,remove_id}` (0200): registered
     /// drivers have a directory whether or not they drive anything.
     private func addDriver(_ driver: PCIDriver) {
         let dir = tree.makeDirectories(Paths.driver(driver.name))
@@ -93,6 +93,12 @@ public final class MachineTree: MachineObserver {
         tree.makeAttribute("unbind", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
             guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
             return machine.detach(driver, from: device).map { .failure($0) } ?? .success(buffer.count)
+        })
+        tree.makeAttribute("new_id", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
+            machine.addDynamicID(driver, buffer).map { .failure($0) } ?? .success(buffer.count)
+        })
+        tree.makeAttribute("remove_id", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
+            machine.removeDynamicID(driver, buffer).map { .failure($0) } ?? .success(buffer.count)
         })
     }
 
