@@ -80,6 +80,9 @@ public final class Device: Sendable {
 
     func setDriver(_ driver: PCIDriver?) { binding.withLock { $0 = driver } }
 
+    /// `reset_method` now: the boot methods unless a user chose others.
+    public var activeResetMethods: [String] { lock.withLock { $0.resetMethods ?? resetMethods } }
+
     /// `driver_override`, if set.
     public var driverOverride: String? { lock.withLock { $0.driverOverride } }
 
@@ -109,4 +112,6 @@ struct DeviceLockState {
     var virtualFunctions: [Device] = []
     /// `sriov_drivers_autoprobe`.
     var driversAutoprobe: Bool?
+    /// Methods a user wrote to `reset_method`; nil: the probed default.
+    var resetMethods: [String]?
 }

@@ -11,7 +11,7 @@ extension Machine {
     public func reset(_ device: Device) -> Errno? {
         device.lock.withLock { state in
             guard state.isPresent else { return .noDevice }
-            guard !device.resetMethods.isEmpty else { return .inappropriateIOCTLForDevice }
+            guard !(state.resetMethods ?? device.resetMethods).isEmpty else { return .inappropriateIOCTLForDevice }
             let fenced = profile.fencesResets && device.ats ? device.group : nil
             if let group = fenced, let error = group.prepareReset(device) {
                 log.append(device.logPrefix + "failed to stop IOMMU for a PCI reset: -\(error.rawValue)")
@@ -21,6 +21,40 @@ extension Machine {
             fenced?.finishReset(device)
             return nil
         }
+    }
+
+    /// `reset_method` store: an empty line disables every method (a reset
+    /// then fails with ENOTTY), `default` restores the probed ones, else a
+    /// space-separated list of methods the device supports; an unknown or
+    /// unsupported name → EINVAL, leaving the methods as they were.
+    public func setResetMethods(_ device: Device, _ buffer: UnsafeRawBufferPointer) -> Errno? {
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        var text = String(decoding: buffer[0..<end], as: UTF8.self)
+        if text.hasSuffix("\n") { text.removeLast() }
+        if text.isEmpty {
+            device.lock.withLock { $0.resetMethods = [] }
+            log.append(device.logPrefix + "All device reset methods disabled by user")
+            return nil
+        }
+        if text == "default" {
+            device.lock.withLock { $0.resetMethods = nil }
+            return nil
+        }
+        let known = ["device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus"]
+        var chosen: [String] = []
+        for name in text.split(separator: " ").map({ $0.trimmingWhitespace() }) where !name.isEmpty {
+            guard known.contains(name) else {
+                log.append(device.logPrefix + "Invalid reset method '\(name)'")
+                return .invalidArgument
+            }
+            guard device.resetMethods.contains(name) else {
+                log.append(device.logPrefix + "Unsupported reset method '\(name)'")
+                return .invalidArgument
+            }
+            chosen.append(name)
+        }
+        device.lock.withLock { $0.resetMethods = chosen }
+        return nil
     }
 
     private func sleep(for duration: Duration) {
@@ -76,4 +110,11 @@ extension IOMMUGroup {
 
     /// True while a member is being reset (its group's domain is fenced).
     public var isResetting: Bool { state.withLock { !$0.resetDepth.isEmpty } }
+}
+
+private extension Substring {
+    /// `strim`: without leading and trailing white space.
+    func trimmingWhitespace() -> String {
+        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
 }

@@ -130,7 +130,7 @@ public final class MachineTree: MachineObserver {
     }
 
     /// `driver_override` (0644), `remove` (0220) and, when the device has a
-    /// reset method, `reset` (0200) and `reset_method` (0444 here).
+    /// reset method, `reset` (0200) and `reset_method` (0644).
     private func addDeviceKnobs(_ device: Device, in dir: Node) {
         tree.makeAttribute("driver_override", in: dir, permissions: 0o644,
                            show: { .success(Array(((device.driverOverride ?? "(null)") + "\n").utf8)) },
@@ -151,6 +151,14 @@ public final class MachineTree: MachineObserver {
             guard KernelStrings.unsignedLong(buffer) == 1 else { return .failure(.invalidArgument) }
             return machine.reset(device).map { .failure($0) } ?? .success(buffer.count)
         })
+        tree.makeAttribute("reset_method", in: dir, permissions: 0o644,
+                           show: {
+                               let methods = device.activeResetMethods
+                               return .success(methods.isEmpty ? [] : Array((methods.joined(separator: " ") + "\n").utf8))
+                           },
+                           store: { [machine] buffer, _ in
+                               machine.setResetMethods(device, buffer).map { .failure($0) } ?? .success(buffer.count)
+                           })
     }
 
     /// A PF's `sriov_*` files (`drivers/pci/iov.c`).
