@@ -15,6 +15,6 @@ struct IOMMUFS: ParsableCommand {
               cat mnt/kernel/iommu_groups/*/type
             """,
         version: "0.1.0",
-        subcommands: [MountCommand.self]
+        subcommands: [MountCommand.self, GenerateCommand.self]
     )
 }
