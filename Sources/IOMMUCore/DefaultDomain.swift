@@ -107,6 +107,7 @@ extension IOMMUGroup {
             return error
         }
         s.domain = new
+        subsystem.events.emit(.domainAttached(group: id, type: new.type))
         return result
     }
 
@@ -119,6 +120,10 @@ extension IOMMUGroup {
             return .invalidArgument
         }
         if s.devices[index].attached === new { return nil }
+        if s.devices[index].attachDeferred {
+            if new === s.defaultDomain { return nil }
+            s.devices[index].attachDeferred = false
+        }
         if !mustSucceed, let errno = subsystem.faults.fire(.attach) { return errno }
         s.devices[index].attached = new
         return nil

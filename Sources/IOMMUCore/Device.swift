@@ -37,6 +37,8 @@ public final class Device: Sendable {
     public let sriov: MachineSpec.SRIOVSpec?
     /// For a VF: its PF.
     public let physicalFunction: PCIAddress?
+    /// `ops->is_attach_deferred`: the first attach waits for a DMA mapping.
+    public let attachDeferred: Bool
 
     private let binding = Mutex<PCIDriver?>(nil)
     private let groupRef = Mutex<IOMMUGroup?>(nil)
@@ -49,7 +51,7 @@ public final class Device: Sendable {
                 untrusted: Bool = false, reservedRegions: [ReservedRegion] = [],
                 nativeDriverName: String? = nil, ats: Bool = false, resetDuration: Duration = .milliseconds(100),
                 resetMethods: [String] = [], sriov: MachineSpec.SRIOVSpec? = nil,
-                physicalFunction: PCIAddress? = nil) {
+                physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false) {
         self.address = address
         self.vendorID = vendorID
         self.deviceID = deviceID
@@ -64,6 +66,7 @@ public final class Device: Sendable {
         self.resetMethods = resetMethods
         self.sriov = sriov
         self.physicalFunction = physicalFunction
+        self.attachDeferred = attachDeferred
         var sorted: [ReservedRegion] = []
         for region in reservedRegions { ReservedRegion.insert(region, into: &sorted) }
         self.reservedRegions = sorted

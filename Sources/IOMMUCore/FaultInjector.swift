@@ -13,16 +13,20 @@ public enum FaultPoint: String, Sendable, CaseIterable {
     case blockingDomainAlloc = "blocking-domain-alloc"
 }
 
-/// Failures armed at fault points; each consumes one shot when it fires.
+/// Failures armed at fault points: once, N times or always, each time with
+/// a probability; a shot is consumed only when the fault fires.
 public final class FaultInjector: Sendable {
     public struct Fault: Sendable, Equatable {
         public var errno: Errno
         /// How many more times it fires; nil = every time.
         public var remaining: Int?
+        /// The chance that it fires when reached (1 = always).
+        public var probability: Double
 
-        public init(errno: Errno, remaining: Int? = 1) {
+        public init(errno: Errno, remaining: Int? = 1, probability: Double = 1) {
             self.errno = errno
             self.remaining = remaining
+            self.probability = probability
         }
     }
 
@@ -42,6 +46,7 @@ public final class FaultInjector: Sendable {
     func fire(_ point: FaultPoint) -> Errno? {
         armed.withLock { faults in
             guard var fault = faults[point] else { return nil }
+            if fault.probability < 1 && Double.random(in: 0..<1) >= fault.probability { return nil }
             if let n = fault.remaining {
                 fault.remaining = n - 1
                 faults[point] = n > 1 ? fault : nil

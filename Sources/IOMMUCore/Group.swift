@@ -69,6 +69,9 @@ struct GroupState {
         let device: Device
         /// The domain the device is attached to now.
         var attached: Domain?
+        /// `dev->iommu->attach_deferred`: the default domain is attached at
+        /// the first DMA mapping, not at probe.
+        var attachDeferred = false
     }
 
     /// In join order (`group->devices`).

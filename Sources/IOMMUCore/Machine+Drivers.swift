@@ -85,6 +85,7 @@ extension Machine {
         if device.driver != nil { return .resourceBusy }
         if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return error }
         device.setDriver(driver)
+        subsystem.events.emit(.driverBound(device.address, driver: driver.name))
         observer?.driverBound(device, driver)
         return nil
     }
@@ -94,6 +95,7 @@ extension Machine {
         guard let driver = device.driver else { return .noDevice }
         device.setDriver(nil)
         if !driver.managesDMA { device.group?.unuseDefaultDomain() }
+        subsystem.events.emit(.driverUnbound(device.address, driver: driver.name))
         observer?.driverUnbound(device, driver)
         return nil
     }

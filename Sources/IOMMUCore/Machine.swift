@@ -5,10 +5,12 @@ import SystemPackage
 ///
 /// Lock order (outermost first), the port of the kernel's:
 /// 1. `rescanRemove` (`pci_rescan_remove_lock`), for hot-plug;
-/// 2. `Device.lock` (`device_lock`), one device at a time;
-/// 3. `IOMMUGroup.state` (`group->mutex`), one group at a time;
-/// 4. `Machine.registry` (the group IDA, labels and device lists);
-/// 5. leaf locks that never take another: a device's bound driver and
+/// 2. `vfioContainers` (VFIO's container and group locks);
+/// 3. `Device.lock` (`device_lock`): one device at a time, except a VFIO
+///    attach, which holds its group's members in address order;
+/// 4. `IOMMUGroup.state` (`group->mutex`), one group at a time;
+/// 5. `Machine.registry` (the group IDA, labels and device lists);
+/// 6. leaf locks that never take another: a device's bound driver and
 ///    group pointers, `KernelLog`, `FaultInjector`, the observer slot.
 /// No lock is taken in a loop over devices; readers of a group's files
 /// take only that group's mutex.
@@ -22,6 +24,8 @@ public final class Machine: Sendable {
     private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
     let rescanRemove = Mutex(())
+    /// Legacy VFIO containers by name.
+    let vfioContainers = Mutex<[String: VFIOContainer]>([:])
     /// Dynamic ids by driver name (`pdrv->dynids`), a leaf lock.
     let dynamicIDs = Mutex<[String: [PCIDynamicID]]>([:])
     private let observerSlot = Mutex<(any MachineObserver)?>(nil)
@@ -130,7 +134,8 @@ public final class Machine: Sendable {
                             domainWish: entry.domainWish, untrusted: entry.untrusted,
                             reservedRegions: entry.reservedRegions, nativeDriverName: entry.nativeDriver,
                             ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods,
-                            sriov: entry.sriov, physicalFunction: entry.physicalFunction)
+                            sriov: entry.sriov, physicalFunction: entry.physicalFunction,
+                            attachDeferred: entry.attachDeferred)
         let (group, isNew) = registry.withLock { r in
             if let existing = r.groupByLabel[entry.group] { return (existing, false) }
             let g = IOMMUGroup(id: r.groupIDs.allocate(), subsystem: subsystem)
@@ -138,11 +143,13 @@ public final class Machine: Sendable {
             r.groupByLabel[entry.group] = g
             return (g, true)
         }
+        if isNew { subsystem.events.emit(.groupCreated(group.id)) }
         try group.join(device)
         registry.withLock { r in
             r.devices.append(device)
             r.byAddress[device.address] = device
         }
+        subsystem.events.emit(.deviceAdded(device.address, group: group.id))
         return (device, group, isNew)
     }
 
@@ -179,6 +186,10 @@ public final class Machine: Sendable {
             }
         }
         device.setGroup(nil)
+        if let group {
+            subsystem.events.emit(.deviceRemoved(device.address, group: group.id))
+            if emptied { subsystem.events.emit(.groupReleased(group.id)) }
+        }
         observer?.deviceRemoved(device, releasedGroup: emptied ? group : nil)
     }
 
@@ -249,7 +260,7 @@ extension IOMMUGroup {
                 // VFIO's no-IOMMU mode names its fake groups.
                 s.name = "vfio-noiommu"
             }
-            s.devices.append(.init(device: device, attached: nil))
+            s.devices.append(.init(device: device, attached: nil, attachDeferred: device.attachDeferred))
         }
         device.setGroup(self)
         subsystem.log.append(device.logPrefix + "Adding to iommu group \(id)")

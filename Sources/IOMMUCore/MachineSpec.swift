@@ -32,13 +32,15 @@ public struct MachineSpec: Sendable {
         public var sriov: SRIOVSpec?
         /// For a VF: its PF.
         public var physicalFunction: PCIAddress?
+        /// The IOMMU driver defers the first attach to the first DMA mapping.
+        public var attachDeferred: Bool
 
         public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                     parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
                     domainWish: DomainType? = nil, untrusted: Bool = false,
                     reservedRegions: [ReservedRegion] = [], nativeDriver: String? = nil, ats: Bool = false,
                     resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100),
-                    sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil) {
+                    sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false) {
             self.address = address
             self.vendorID = vendorID
             self.deviceID = deviceID
@@ -58,6 +60,7 @@ public struct MachineSpec: Sendable {
             self.resetDuration = resetDuration
             self.sriov = sriov
             self.physicalFunction = physicalFunction
+            self.attachDeferred = attachDeferred
         }
     }
 

@@ -81,15 +81,17 @@ extension IOMMUGroup {
         if let error = setGroupDomain(&s, s.blockingDomain!, mustSucceed: false) { return error }
         s.owner = owner
         s.ownerCount += 1
+        subsystem.events.emit(.ownerClaimed(group: id, owner: owner))
         return nil
     }
 
     /// `__iommu_release_dma_ownership`: back to the default domain, which
     /// must succeed.
     private func releaseDMAOwnership(_ s: inout GroupState) {
-        guard s.ownerCount > 0, s.owner != nil else { return }
+        guard s.ownerCount > 0, let owner = s.owner else { return }
         s.ownerCount = 0
         s.owner = nil
+        subsystem.events.emit(.ownerReleased(group: id, owner: owner))
         if let domain = s.defaultDomain { _ = setGroupDomain(&s, domain, mustSucceed: true) }
     }
 }

@@ -27,12 +27,17 @@ extension IOMMUGroup {
             if target == .dmaFQ, let domain = s.defaultDomain, domain.type == .dma {
                 if let error = subsystem.initFlushQueue(domain) { return .failure(error) }
                 domain.type = .dmaFQ
+                subsystem.events.emit(.typeChanged(group: id, from: .dma, to: .dmaFQ))
                 return .success(buffer.count)
             }
             // Otherwise no driver may be using the group's DMA API.
             if s.devices.isEmpty || s.ownerCount != 0 { return .failure(.notPermitted) }
+            let before = s.defaultDomain?.type
             if let error = setupDefaultDomain(&s, target: target) { return .failure(error) }
             setUpDMAOps(&s)
+            if let before, let after = s.defaultDomain?.type, before != after {
+                subsystem.events.emit(.typeChanged(group: id, from: before, to: after))
+            }
             return .success(buffer.count)
         }
     }

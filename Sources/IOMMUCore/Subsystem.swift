@@ -8,6 +8,7 @@ public final class IOMMUSubsystem: Sendable {
     public let profile: KernelProfile
     public let log: KernelLog
     public let faults: FaultInjector
+    public let events = EventBus()
     /// `iommu_def_domain_type` after IOMMU drivers initialised.
     public let defaultDomainType: DomainType
     private let nextDomainSerial = Atomic<UInt64>(1)
