@@ -24,7 +24,7 @@ enum DeviceKey: String, CaseIterable {
     case address, vendor, device, `class`, parent, iommu, group, driver
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
     case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
-    case sriov
+    case sriov, attachDeferred = "attach_deferred"
 }
 
 enum SRIOVKey: String, CaseIterable {
@@ -147,7 +147,8 @@ enum MachineDecoder {
             ats: try fields.optional(.ats, .bool) ?? false,
             resetMethods: try fields.optional(.resetMethods, .array(of: .name)),
             resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100),
-            sriov: try fields.optional(.sriov, ValueDecoder(sriov)))
+            sriov: try fields.optional(.sriov, ValueDecoder(sriov)),
+            attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false)
     }
 
     /// A PF's SR-IOV capability.
