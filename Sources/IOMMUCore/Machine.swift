@@ -159,6 +159,9 @@ public final class Machine: Sendable {
     /// and its id freed (6.6+: no log line).
     public func remove(_ device: Device) {
         rescanRemove.withLock { _ in
+            // A store still running on a removed device's `remove` file does
+            // nothing (kernfs drains it; device_remove_file_self loses).
+            guard device.isPresent else { return }
             let prefix = device.sysfsPath + "/"
             let subtree = devices.filter { $0 === device || $0.sysfsPath.hasPrefix(prefix) }
             for member in subtree.reversed() { removeOne(member) }
