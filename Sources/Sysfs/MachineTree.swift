@@ -12,18 +12,19 @@ public final class MachineTree: MachineObserver {
         self.machine = machine
         self.tree = SysfsTree()
         // Created at core_initcall whenever CONFIG_IOMMU_API=y, even empty.
-        tree.makeDirectories(Paths.iommuGroups)
-        tree.makeDirectories(Paths.pciDevices)
+        // Listings and device contents are built on first use, from the
+        // model as it is then: a big machine mounts without building them.
+        tree.makeDirectories(Paths.iommuGroups).directory!.populateLazily { [unowned self] in
+            for group in machine.groups { addGroup(group) }
+        }
+        tree.makeDirectories(Paths.pciDevices).directory!.populateLazily { [unowned self] in
+            for device in machine.devices { linkBusEntry(device) }
+        }
         tree.makeDirectories(Paths.iommuClass)
         addBusKnobs()
         for driver in machine.drivers.values.sorted(by: { $0.name < $1.name }) { addDriver(driver) }
         for unit in machine.units { addUnit(unit) }
-        for device in machine.devices { addDevice(device) }
-        for group in machine.groups {
-            addGroup(group)
-            for address in group.snapshot.devices { machine.device(at: address).map { linkMember($0, group) } }
-        }
-        for device in machine.devices { device.driver.map { linkDriver(device, $0) } }
+        for device in machine.devices { addDeviceDirectory(device) }
         machine.setObserver(self)
     }
 
@@ -41,17 +42,21 @@ public final class MachineTree: MachineObserver {
     // MARK: MachineObserver
 
     public func deviceAdded(_ device: Device) {
-        addDevice(device)
-        linkPhysicalFunction(device)
-        guard let group = device.group else { return }
-        if tree.node(atPath: Paths.group(group.id)) == nil { addGroup(group) }
-        linkMember(device, group)
+        addDeviceDirectory(device)
+        linkBusEntry(device)
+        linkUnit(device)
+        if let pf = physicalFunction(of: device) { linkVirtualFunction(device, of: pf) }
+        guard let group = device.group, let groups = tree.node(atPath: Paths.iommuGroups) else { return }
+        if groups.directory?.child(named: String(group.id)) == nil { addGroup(group) }
+        if let devices = tree.node(atPath: Paths.group(group.id) + "/devices") { linkGroupEntry(device, in: devices) }
     }
 
     public func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?) {
         let name = device.address.description
         var paths = [device.sysfsPath, Paths.pciDevices + "/" + name] + memberLinks(device, releasedGroup)
-        if let (pf, index) = virtualFunctionIndex(device) { paths.append(pf.sysfsPath + "/virtfn\(index)") }
+        if let pf = physicalFunction(of: device), let index = virtualFunctionIndex(device, of: pf) {
+            paths.append(pf.sysfsPath + "/virtfn\(index)")
+        }
         for path in paths {
             tree.node(atPath: path).map(tree.remove)
         }
@@ -86,6 +91,13 @@ public final class MachineTree: MachineObserver {
     /// drivers have a directory whether or not they drive anything.
     private func addDriver(_ driver: PCIDriver) {
         let dir = tree.makeDirectories(Paths.driver(driver.name))
+        dir.directory!.populateLazily { [unowned self] in
+            addDriverKnobs(driver, in: dir)
+            for device in machine.devices where device.driver == driver { linkDriverEntry(device, driver) }
+        }
+    }
+
+    private func addDriverKnobs(_ driver: PCIDriver, in dir: Node) {
         tree.makeAttribute("bind", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
             guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
             return machine.attach(driver, to: device).map { .failure($0) } ?? .success(buffer.count)
@@ -106,27 +118,50 @@ public final class MachineTree: MachineObserver {
     /// directory and `subsystem` link, and the `class/iommu/<unit>` link.
     private func addUnit(_ unit: IOMMUUnit) {
         let dir = tree.makeDirectories(unit.sysfsPath)
-        tree.makeDirectory("devices", in: dir)
+        tree.makeDirectory("devices", in: dir).directory!.populateLazily { [unowned self] in
+            for device in machine.devices where device.unit == unit { linkUnit(device) }
+        }
         tree.makeSymlink("subsystem", in: dir, to: Paths.iommuClass)
         tree.makeSymlink(unit.name, in: tree.node(atPath: Paths.iommuClass)!, to: unit.sysfsPath)
     }
 
-    /// The device's directory with its attributes, knobs and links, its
-    /// `bus/pci/devices` entry and its unit's back link.
-    private func addDevice(_ device: Device) {
+    /// The device's directory; its attributes, knobs and links are made
+    /// when it is first used.
+    private func addDeviceDirectory(_ device: Device) {
         let dir = tree.makeDirectories(device.sysfsPath)
+        dir.directory!.populateLazily { [unowned self] in populateDevice(device, in: dir) }
+    }
+
+    /// The identity attributes, the knobs and the links of a device's
+    /// directory, from the device's state now.
+    private func populateDevice(_ device: Device, in dir: Node) {
         constantAttribute("vendor", in: dir, "0x" + hexDigits(device.vendorID, 4) + "\n")
         constantAttribute("device", in: dir, "0x" + hexDigits(device.deviceID, 4) + "\n")
         constantAttribute("class", in: dir, "0x" + hexDigits(device.classCode, 6) + "\n")
         addDeviceKnobs(device, in: dir)
         tree.makeSymlink("subsystem", in: dir, to: Paths.pciBus)
-        tree.makeSymlink(device.address.description, in: tree.node(atPath: Paths.pciDevices)!, to: device.sysfsPath)
-        if let unit = device.unit {
-            // iommu_device_link(): both directions, before the device joins a group.
-            tree.makeSymlink("iommu", in: dir, to: unit.sysfsPath)
-            tree.makeSymlink(device.address.description,
-                             in: tree.node(atPath: unit.sysfsPath + "/devices")!, to: device.sysfsPath)
+        // iommu_device_link(): before the device joins a group.
+        if let unit = device.unit { tree.makeSymlink("iommu", in: dir, to: unit.sysfsPath) }
+        if let group = device.group { tree.makeSymlink("iommu_group", in: dir, to: Paths.group(group.id)) }
+        if let driver = device.driver { tree.makeSymlink("driver", in: dir, to: Paths.driver(driver.name)) }
+        if let pf = physicalFunction(of: device) { tree.makeSymlink("physfn", in: dir, to: pf.sysfsPath) }
+        if device.sriov != nil {
+            for vf in machine.devices where vf.physicalFunction == device.address {
+                if let index = virtualFunctionIndex(vf, of: device) { tree.makeSymlink("virtfn\(index)", in: dir, to: vf.sysfsPath) }
+            }
         }
+    }
+
+    /// `bus/pci/devices/<dev>`.
+    private func linkBusEntry(_ device: Device) {
+        guard let dir = tree.node(atPath: Paths.pciDevices) else { return }
+        tree.makeSymlink(device.address.description, in: dir, to: device.sysfsPath)
+    }
+
+    /// The unit's `devices/<dev>` back link.
+    private func linkUnit(_ device: Device) {
+        guard let unit = device.unit, let dir = tree.node(atPath: unit.sysfsPath + "/devices") else { return }
+        tree.makeSymlink(device.address.description, in: dir, to: device.sysfsPath)
     }
 
     /// `driver_override` (0644), `remove` (0220) and, when the device has a
@@ -183,44 +218,48 @@ public final class MachineTree: MachineObserver {
                            })
     }
 
-    /// A VF's `physfn` link and its PF's `virtfn<N>` link.
-    private func linkPhysicalFunction(_ device: Device) {
-        guard let (pf, index) = virtualFunctionIndex(device),
-              let vfDir = tree.node(atPath: device.sysfsPath), let pfDir = tree.node(atPath: pf.sysfsPath) else { return }
-        tree.makeSymlink("physfn", in: vfDir, to: pf.sysfsPath)
-        tree.makeSymlink("virtfn\(index)", in: pfDir, to: device.sysfsPath)
+    /// The PF of a VF.
+    private func physicalFunction(of vf: Device) -> Device? {
+        vf.physicalFunction.flatMap { machine.device(at: $0) }
     }
 
-    /// For a VF: its PF and its VF index, from the routing ids.
-    private func virtualFunctionIndex(_ vf: Device) -> (Device, Int)? {
-        guard let pfAddress = vf.physicalFunction, let pf = machine.device(at: pfAddress),
-              let sriov = pf.sriov, sriov.stride > 0 else { return nil }
+    /// The PF's `virtfn<N>` link to a new VF.
+    private func linkVirtualFunction(_ vf: Device, of pf: Device) {
+        guard let index = virtualFunctionIndex(vf, of: pf), let dir = tree.node(atPath: pf.sysfsPath) else { return }
+        tree.makeSymlink("virtfn\(index)", in: dir, to: vf.sysfsPath)
+    }
+
+    /// A VF's index, from the routing ids (offset and stride of the PF).
+    private func virtualFunctionIndex(_ vf: Device, of pf: Device) -> Int? {
+        guard let sriov = pf.sriov, sriov.stride > 0 else { return nil }
         func rid(_ a: PCIAddress) -> Int { Int(a.bus) << 8 | Int(a.device) << 3 | Int(a.function) }
-        return (pf, (rid(vf.address) - rid(pfAddress) - sriov.offset) / sriov.stride)
+        return (rid(vf.address) - rid(pf.address) - sriov.offset) / sriov.stride
     }
 
     /// `iommu_group_alloc`: the group directory with `devices/`,
-    /// `reserved_regions`, `type` (and `name` when set).
+    /// `reserved_regions`, `type` (and `name` when set), made on first use.
     private func addGroup(_ group: IOMMUGroup) {
         let dir = tree.makeDirectory(String(group.id), in: tree.node(atPath: Paths.iommuGroups)!)
-        tree.makeDirectory("devices", in: dir)
-        tree.makeAttribute("reserved_regions", in: dir, permissions: 0o444,
-                           show: { .success(Array(group.reservedRegionsText.utf8)) })
-        tree.makeAttribute("type", in: dir, permissions: 0o644,
-                           show: { .success(Array(group.typeText.utf8)) },
-                           store: { buffer, caller in group.storeType(buffer, caller: caller) })
-        if let name = group.name {
-            constantAttribute("name", in: dir, name + "\n")
+        dir.directory!.populateLazily { [unowned self] in
+            let devices = tree.makeDirectory("devices", in: dir)
+            devices.directory!.populateLazily { [unowned self] in
+                for address in group.snapshot.devices {
+                    machine.device(at: address).map { linkGroupEntry($0, in: devices) }
+                }
+            }
+            tree.makeAttribute("reserved_regions", in: dir, permissions: 0o444,
+                               show: { .success(Array(group.reservedRegionsText.utf8)) })
+            tree.makeAttribute("type", in: dir, permissions: 0o644,
+                               show: { .success(Array(group.typeText.utf8)) },
+                               store: { buffer, caller in group.storeType(buffer, caller: caller) })
+            if let name = group.name { constantAttribute("name", in: dir, name + "\n") }
         }
     }
 
-    /// `iommu_group_add_device`: the group's `devices/<dev>` link and the
-    /// device's `iommu_group` link.
-    private func linkMember(_ device: Device, _ group: IOMMUGroup) {
-        guard let devices = tree.node(atPath: Paths.group(group.id) + "/devices"),
-              let deviceDir = tree.node(atPath: device.sysfsPath) else { return }
+    /// `iommu_group_add_device`: the group's `devices/<dev>` link (the
+    /// device's `iommu_group` link is part of its directory).
+    private func linkGroupEntry(_ device: Device, in devices: Node) {
         tree.makeSymlink(device.address.description, in: devices, to: device.sysfsPath)
-        tree.makeSymlink("iommu_group", in: deviceDir, to: Paths.group(group.id))
     }
 
     /// The links a removed device leaves behind outside its own directory:
@@ -242,10 +281,15 @@ public final class MachineTree: MachineObserver {
 
     /// The device's `driver` link and the driver's link to the device.
     private func linkDriver(_ device: Device, _ driver: PCIDriver) {
-        guard let dir = tree.node(atPath: device.sysfsPath),
-              let driverDir = tree.node(atPath: Paths.driver(driver.name)) else { return }
-        tree.makeSymlink(device.address.description, in: driverDir, to: device.sysfsPath)
+        linkDriverEntry(device, driver)
+        guard let dir = tree.node(atPath: device.sysfsPath) else { return }
         tree.makeSymlink("driver", in: dir, to: Paths.driver(driver.name))
+    }
+
+    /// `bus/pci/drivers/<driver>/<dev>`.
+    private func linkDriverEntry(_ device: Device, _ driver: PCIDriver) {
+        guard let dir = tree.node(atPath: Paths.driver(driver.name)) else { return }
+        tree.makeSymlink(device.address.description, in: dir, to: device.sysfsPath)
     }
 
     /// A read-only (0444) attribute whose text never changes.

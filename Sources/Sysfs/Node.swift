@@ -1,3 +1,4 @@
+import Glibc
 import IOMMUCore
 import Synchronization
 import SystemPackage
@@ -26,8 +27,9 @@ public final class Node: @unchecked Sendable {
     public let ino: UInt64
     public let name: String
     public let kind: Kind
-    /// nil for the root.
-    public private(set) weak var parent: Node?
+    /// nil for the root. Not weak: every node is kept by the inode table
+    /// for the tree's lifetime, and a weak reference costs a side table.
+    public unowned(unsafe) let parent: Node?
     private let metadata: Mutex<Metadata>
     private let removed = Atomic<Bool>(false)
 
@@ -96,7 +98,15 @@ public final class Node: @unchecked Sendable {
 }
 
 /// A directory's entries, in creation order, behind the directory's own lock.
+///
+/// A directory may be populated lazily: its contents are created from the
+/// model by a closure on first access (lookup, listing, change), so a big
+/// machine mounts without building every file of every device. The closure
+/// must only read the model's group, registry and leaf state (never a
+/// device lock): it can run while a caller holds one.
 public final class Directory: Sendable {
+    public typealias Populate = @Sendable () -> Void
+
     private struct Entries {
         var byName: [String: Node] = [:]
         var ordered: [Node] = []
@@ -104,35 +114,80 @@ public final class Directory: Sendable {
     }
 
     private let entries = Mutex(Entries())
+    /// The pending population; its lock is held while it runs, so other
+    /// threads wait for complete contents.
+    private let pending = Mutex<Populate?>(nil)
+    private let isPopulated = Atomic<Bool>(true)
+    /// The thread running the population (it adds entries re-entrantly).
+    private let populatingThread = Atomic<UInt>(0)
 
     init() {}
 
+    /// Defers the directory's contents to `populate`, run once on first use.
+    public func populateLazily(_ populate: @escaping Populate) {
+        pending.withLock { $0 = populate }
+        isPopulated.store(false, ordering: .releasing)
+    }
+
+    /// True on the thread that is populating this directory: what it adds
+    /// is not a change the kernel could have cached.
+    var isPopulating: Bool { populatingThread.load(ordering: .relaxed) == Self.currentThread }
+
+    private static var currentThread: UInt { UInt(bitPattern: Int(bitPattern: pthread_self())) }
+
+    private func ensurePopulated() {
+        if isPopulated.load(ordering: .acquiring) { return }
+        let me = Self.currentThread
+        if populatingThread.load(ordering: .relaxed) == me { return }
+        pending.withLock { work in
+            guard let populate = work else { return }
+            populatingThread.store(me, ordering: .relaxed)
+            populate()
+            work = nil
+            populatingThread.store(0, ordering: .relaxed)
+            isPopulated.store(true, ordering: .releasing)
+        }
+    }
+
     public func child(named name: String) -> Node? {
-        entries.withLock { $0.byName[name] }
+        ensurePopulated()
+        return entries.withLock { $0.byName[name] }
     }
 
     /// The entries now, for one readdir stream.
     public func snapshot() -> [Node] {
-        entries.withLock { $0.ordered }
+        ensurePopulated()
+        return entries.withLock { $0.ordered }
     }
 
-    public var subdirectoryCount: Int { entries.withLock { $0.subdirectories } }
+    /// The entries created so far, without populating (for removal).
+    func materialized() -> [Node] { entries.withLock { $0.ordered } }
 
-    public var count: Int { entries.withLock { $0.ordered.count } }
+    public var subdirectoryCount: Int {
+        ensurePopulated()
+        return entries.withLock { $0.subdirectories }
+    }
 
-    /// Adds `node`; false if the name is taken (the caller picks another).
-    func insert(_ node: Node) -> Bool {
-        entries.withLock { e in
-            guard e.byName[node.name] == nil else { return false }
+    public var count: Int {
+        ensurePopulated()
+        return entries.withLock { $0.ordered.count }
+    }
+
+    /// Adds `node`, or returns the entry that already has its name.
+    func insert(_ node: Node) -> Node? {
+        ensurePopulated()
+        return entries.withLock { e in
+            if let existing = e.byName[node.name] { return existing }
             e.byName[node.name] = node
             e.ordered.append(node)
             if node.directory != nil { e.subdirectories += 1 }
-            return true
+            return nil
         }
     }
 
     func remove(named name: String) -> Node? {
-        entries.withLock { e in
+        ensurePopulated()
+        return entries.withLock { e in
             guard let node = e.byName.removeValue(forKey: name) else { return nil }
             e.ordered.removeAll { $0 === node }
             if node.directory != nil { e.subdirectories -= 1 }

@@ -79,7 +79,7 @@ public final class SysfsTree: Sendable {
     private func markRemoved(_ node: Node) {
         node.markRemoved()
         if let dir = node.directory {
-            for child in dir.snapshot() { markRemoved(child) }
+            for child in dir.materialized() { markRemoved(child) }
         }
     }
 
@@ -87,11 +87,16 @@ public final class SysfsTree: Sendable {
         guard let dir = parent.directory else {
             preconditionFailure("\(parent.path) is not a directory")
         }
-        let node = Node(ino: inodes.reserve(), name: name, kind: kind, permissions: permissions, parent: parent)
+        let ino = inodes.reserve()
+        let node = Node(ino: ino, name: name, kind: kind, permissions: permissions, parent: parent)
         inodes.install(node)
-        let inserted = dir.insert(node)
-        precondition(inserted, "duplicate sysfs entry \(parent.path)/\(name)")
-        invalidator.withLock { $0 }?.entryAdded(parent: parent.ino, name: name)
+        // Entries are idempotent: a lazily populated directory may already
+        // hold what a change adds, having read the model after the change.
+        if let existing = dir.insert(node) {
+            inodes.release(ino)
+            return existing
+        }
+        if !dir.isPopulating { invalidator.withLock { $0 }?.entryAdded(parent: parent.ino, name: name) }
         return node
     }
 
