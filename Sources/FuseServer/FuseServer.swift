@@ -20,6 +20,13 @@ import SystemPackage
 /// CAP_DAC_OVERRIDE exactly as for a real inode, before a request reaches
 /// the server. The server adds what sysfs adds on top: kernfs' open checks
 /// and the writer's capabilities for stores.
+///
+/// The tree may change while mounted (devices removed and rescanned,
+/// drivers bound, groups created and released): the server registers a
+/// `CacheNotifier` on it, whose thread tells the kernel to forget what it
+/// cached about each change at once, and a write whose store changed the
+/// tree is answered after that, so the writer's next syscall sees the new
+/// tree, as on sysfs.
 public final class FuseServer {
     private let session: OpaquePointer
     private let context: Unmanaged<ServerContext>
@@ -34,7 +41,7 @@ public final class FuseServer {
 
     /// Creates the FUSE session for `tree`; nothing is mounted yet.
     public init(tree: SysfsTree, options: MountOptions) throws(FuseServerError) {
-        let context = Unmanaged.passRetained(ServerContext(tree: tree))
+        let context = Unmanaged.passRetained(ServerContext(tree: tree, singleThreaded: options.singleThreaded))
         guard let session = Self.makeSession(options, userdata: context.toOpaque()) else {
             context.release()
             throw .sessionCreationFailed
@@ -42,7 +49,7 @@ public final class FuseServer {
         self.session = session
         self.context = context
         self.options = options
-        self.notifier = CacheNotifier(session: session)
+        self.notifier = CacheNotifier(session: session, tree: tree, progress: context.takeUnretainedValue().notifications)
         // Before mounting: every change from now on is reported (and ignored
         // until `serve()` starts the notifier: nothing is cached before).
         tree.setCacheInvalidator(notifier)
@@ -137,34 +144,42 @@ public final class FuseServer {
     ///
     /// A notification in flight can be stuck in the kernel: it waits for a
     /// directory's inode lock, which a process holds while its request (a
-    /// LOOKUP, say) waits in the queue, and the loop that would have answered
-    /// it stopped on a signal. Such requests are answered here, on this
-    /// thread, until the notifier is out. Should it still be stuck after
-    /// 10 s (a lock held by something that is not a request of ours), it is
-    /// left behind with the session and the mount, and reported.
+    /// LOOKUP, say) waits for an answer that the stopped loop will not give.
+    /// Either the request is still queued (the loop stopped on a signal
+    /// before reading it): it is answered here, on this thread; or libfuse
+    /// had read it and dropped it when the loop stopped (its workers do, on
+    /// exit): then only aborting the connection frees the lock, which is done
+    /// after half a second (the mount is going away; pending requests fail
+    /// with ENOTCONN instead of hanging), and the mount is detached with it.
     private func stopNotifier() {
         notifier.requestStop()
         if notifier.awaitStop(milliseconds: 20) { return }
+        answerPendingRequests(untilNotifierStopsOrMilliseconds: 500)
+        if notifier.awaitStop(milliseconds: 0) { return }
+        guard let mountpoint else { return }
+        let aborted = MountPoint.abortConnection(at: mountpoint)
+        Diagnostics.log("a cache notification was stuck behind a request the stopped loop left unanswered; "
+            + (aborted ? "aborted the connection" : "could not abort the connection (umount -f -l \(mountpoint) will)"))
+        if notifier.awaitStop(milliseconds: 5000) { return }
+        Diagnostics.log("the cache notifier is still stuck in the kernel; leaving the mount at \(mountpoint) as it is")
+        notifierAbandoned = true
+    }
+
+    /// Answers the requests queued in the kernel, on this thread, until the
+    /// notifier has stopped or `milliseconds` have passed.
+    private func answerPendingRequests(untilNotifierStopsOrMilliseconds milliseconds: Int) {
         // The loop may have left the session marked as exited, in which case
         // fuse_session_receive_buf would consume a request and drop it.
         fuse_session_reset(session)
         var buffer = fuse_buf()
         defer { free(buffer.mem) }
-        var start = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
-        while !notifier.awaitStop(milliseconds: 0) {
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            if now.tv_sec - start.tv_sec >= 10 {
-                Diagnostics.log("the cache notifier is stuck in the kernel; leaving the mount at \(mountpoint ?? "?") to the kernel")
-                notifierAbandoned = true
-                return
-            }
+        let deadline = Self.monotonicMilliseconds() + milliseconds
+        while Self.monotonicMilliseconds() < deadline, !notifier.awaitStop(milliseconds: 0) {
             var ready = pollfd(fd: fuse_session_fd(session), events: Int16(POLLIN), revents: 0)
             guard poll(&ready, 1, 10) == 1, ready.revents & Int16(POLLIN) != 0 else {
-                // Nothing to read, or the connection is gone (then the
-                // notification returns by itself).
-                _ = notifier.awaitStop(milliseconds: 10)
+                // Nothing to read (10 ms passed), or the connection is gone
+                // (then the notification returns by itself).
+                if ready.revents != 0 { _ = notifier.awaitStop(milliseconds: 10) }
                 continue
             }
             let size = fuse_session_receive_buf(session, &buffer)
@@ -174,6 +189,12 @@ public final class FuseServer {
                 fuse_session_reset(session)   // a second Ctrl-C; keep answering
             }
         }
+    }
+
+    private static func monotonicMilliseconds() -> Int {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
     }
 
     /// Unmounts if the kernel has not already done so (a signal stopped the

@@ -57,6 +57,43 @@ enum MountPoint {
         Diagnostics.log("cleaned up a stale mount at \(path)")
     }
 
+    /// Makes every request pending on the FUSE connection mounted at
+    /// `canonicalPath` fail (ENOTCONN), and detaches the mount: the way out
+    /// when a caller waits for an answer the server will never send.
+    /// As root: umount2(MNT_FORCE | MNT_DETACH) (FUSE aborts the connection
+    /// on a forced unmount). Otherwise: the connection's `abort` file in
+    /// fusectl (writable by the user who mounted), then `fusermount3 -u -z`.
+    /// False if neither worked.
+    static func abortConnection(at canonicalPath: String) -> Bool {
+        if umount2(canonicalPath, Int32(MNT_FORCE | MNT_DETACH)) == 0 { return true }
+        guard let minor = connectionNumber(of: canonicalPath) else { return false }
+        let fd = open("/sys/fs/fuse/connections/\(minor)/abort", O_WRONLY)
+        guard fd >= 0 else { return false }
+        let written = write(fd, "1", 1)
+        close(fd)
+        guard written == 1 else { return false }
+        _ = run("fusermount3", ["-u", "-z", canonicalPath])
+        return true
+    }
+
+    /// The fusectl connection number of the topmost iommufs mount on
+    /// `canonicalPath`: the minor device number of its superblock, read from
+    /// /proc/self/mountinfo (a stat of the mount could hang on it).
+    private static func connectionNumber(of canonicalPath: String) -> Substring? {
+        guard let table = try? readFile("/proc/self/mountinfo") else { return nil }
+        // "id parent major:minor root mountpoint options [optional...] - fstype source superoptions"
+        var number: Substring?
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, unescapeMountField(fields[4]) == canonicalPath,
+                  let separator = fields.firstIndex(of: "-"), separator + 1 < fields.count,
+                  fields[separator + 1] == "fuse.iommufs",
+                  let minor = fields[2].split(separator: ":").last else { continue }
+            number = minor
+        }
+        return number
+    }
+
     /// True when the topmost mount on `canonicalPath` is an iommufs one.
     private static func isIommufsMount(_ canonicalPath: String) -> Bool {
         guard let table = try? readFile("/proc/self/mounts") else { return false }

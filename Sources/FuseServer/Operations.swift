@@ -129,9 +129,12 @@ private func truncationRefusal(_ node: Node) -> Int32? {
     }
 }
 
+/// A removed link answers ENOENT, as the path to it does on sysfs (the
+/// kernel reaches it only through a dentry it has not been told about yet).
 private func opReadlink(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
     guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
     guard let symlink = node.symlink else { return replyError(req, EINVAL) }
+    guard !node.isRemoved else { return replyError(req, ENOENT) }
     symlink.cTarget.withUnsafeBufferPointer { target in
         _ = fuse_reply_readlink(req, target.baseAddress)
     }
@@ -181,12 +184,26 @@ private func opRead(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset
 
 /// The store runs with the credentials of the writing thread, as sysfs
 /// stores see `current`; the file offset is not passed on (sysfs ignores it).
+///
+/// A store that changed the tree (`remove`, `unbind`, `rescan`...) is
+/// answered once the cache notifier has told the kernel, so that the
+/// writer's next syscall does not meet a dentry of a removed node: the
+/// handler itself sends nothing (it may not: see `CacheNotifier`), it only
+/// waits for the changes made on its own thread, at most
+/// `ServerContext.writeVisibilityTimeout`.
 private func opWrite(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int,
                      _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     guard let fi else { return replyError(req, EBADF) }
     let file = OpenHandle<OpenAttribute>.borrow(fi)
-    let caller = RequestCaller(of: req, serverNamespace: ServerContext.of(req).userNamespace)
-    switch file.write(UnsafeRawBufferPointer(start: buffer, count: size), caller: caller) {
+    let context = ServerContext.of(req)
+    let caller = RequestCaller(of: req, serverNamespace: context.userNamespace)
+    let latestBefore = context.notifications.latestOfThisThread
+    let result = file.write(UnsafeRawBufferPointer(start: buffer, count: size), caller: caller)
+    let latest = context.notifications.latestOfThisThread
+    if latest != latestBefore {
+        context.notifications.wait(through: latest, milliseconds: context.writeVisibilityTimeout)
+    }
+    switch result {
     case .success(let count): fuse_reply_write(req, count)
     case .failure(let errno): replyError(req, errno.rawValue)
     }

@@ -18,9 +18,19 @@ final class ServerContext: Sendable {
     /// The user namespace this server runs in, which plays the part of the
     /// kernel's initial user namespace for `capable()`; nil if unreadable.
     let userNamespace: NamespaceIdentity?
+    /// How far the cache notifier has got; a write waits for the changes
+    /// its store made (see `opWrite`).
+    let notifications = NotificationProgress()
+    /// Milliseconds a write waits at most for those notifications. They take
+    /// well under a millisecond; a notification takes longer only behind a
+    /// directory lock held by a request still to be answered. With a worker
+    /// pool another worker answers it soon; with a single thread it waits
+    /// for the waiting writer, so waiting long would only stall everybody.
+    let writeVisibilityTimeout: Int
 
-    init(tree: SysfsTree) {
+    init(tree: SysfsTree, singleThreaded: Bool) {
         self.tree = tree
+        self.writeVisibilityTimeout = singleThreaded ? 20 : 100
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         self.startTime = now
