@@ -39,10 +39,16 @@ let package = Package(
             name: "FuseServer",
             dependencies: ["CFuse", "Sysfs", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system")]
         ),
+        // The control socket: VFIO/iommufd users, deferred attach, fault
+        // injection, the kernel log, state dumps and event traces.
+        .target(
+            name: "Control",
+            dependencies: ["IOMMUCore", "Topology", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         .executableTarget(
             name: "iommufs",
             dependencies: [
-                "IOMMUCore", "Topology", "Sysfs", "FuseServer",
+                "IOMMUCore", "Topology", "Sysfs", "FuseServer", "Control",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

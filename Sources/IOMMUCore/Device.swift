@@ -95,6 +95,9 @@ public final class Device: Sendable {
     /// `sriov_drivers_autoprobe`.
     public var driversAutoprobe: Bool { lock.withLock { $0.driversAutoprobe ?? sriov?.driversAutoprobe ?? true } }
 
+    /// The iommufd context the device is bound to, if any.
+    public var iommufdContext: String? { lock.withLock { $0.iommufdContext } }
+
     /// False once the device was hot-removed.
     public var isPresent: Bool { lock.withLock { $0.isPresent } }
 
@@ -117,4 +120,6 @@ struct DeviceLockState {
     var driversAutoprobe: Bool?
     /// Methods a user wrote to `reset_method`; nil: the probed default.
     var resetMethods: [String]?
+    /// The iommufd context the device is bound to (`VFIO_DEVICE_BIND_IOMMUFD`).
+    var iommufdContext: String?
 }

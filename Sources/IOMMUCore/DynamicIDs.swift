@@ -66,6 +66,11 @@ extension Machine {
         }
     }
 
+    /// `driver`'s dynamic ids, oldest first.
+    public func dynamicIDs(of driver: PCIDriver) -> [PCIDynamicID] {
+        dynamicIDs.withLock { $0[driver.name] ?? [] }
+    }
+
     /// Whether one of `driver`'s dynamic ids matches `device`.
     func dynamicIDMatches(_ driver: PCIDriver, _ device: Device) -> Bool {
         dynamicIDs.withLock { $0[driver.name]?.contains { $0.matches(device) } ?? false }
@@ -74,7 +79,7 @@ extension Machine {
     /// The ids `driver` already matches: its dynamic ids and its static
     /// table (the ids of the devices it is the native driver of).
     private func knownIDs(of driver: PCIDriver) -> [(vendor: UInt32, device: UInt32)] {
-        let dynamic = dynamicIDs.withLock { $0[driver.name] ?? [] }.map { (vendor: $0.vendor, device: $0.device) }
+        let dynamic = dynamicIDs(of: driver).map { (vendor: $0.vendor, device: $0.device) }
         let table = catalogIDs(nativeTo: driver.name).map { (vendor: UInt32($0.vendor), device: UInt32($0.device)) }
         return dynamic + table
     }

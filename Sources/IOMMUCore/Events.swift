@@ -60,7 +60,7 @@ public final class EventBus: Sendable {
     }
 
     func emit(_ event: MachineEvent) {
-        let listeners = subscribers.withLock { Array($0.byToken.values) }
+        let listeners = subscribers.withLock { $0.byToken.isEmpty ? [] : Array($0.byToken.values) }
         for listener in listeners { listener(event) }
     }
 }

@@ -14,6 +14,17 @@ struct IDAllocator {
         return next
     }
 
+    /// Takes `id` out of circulation before anything is allocated by
+    /// lowest-free (a group id restored from a dump).
+    mutating func claim(_ id: Int) {
+        if id >= next {
+            released.formUnion(next..<id)
+            next = id + 1
+        } else {
+            precondition(released.remove(id) != nil, "claiming an id that is in use")
+        }
+    }
+
     mutating func free(_ id: Int) {
         precondition(id < next && !released.contains(id), "freeing an id that is not allocated")
         released.insert(id)

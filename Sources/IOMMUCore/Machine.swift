@@ -38,6 +38,15 @@ public final class Machine: Sendable {
         /// Present devices, in probe order.
         var devices: [Device] = []
         var byAddress: [PCIAddress: Device] = [:]
+        /// `MachineSpec.groupIDs`, and which of those ids are still unused.
+        var restoredIDs: [PCIAddress: Int] = [:]
+        var unusedRestoredIDs: Set<Int> = []
+
+        /// The id of a new group that `creator`'s probe creates.
+        mutating func newGroupID(for creator: PCIAddress) -> Int {
+            if let id = restoredIDs[creator], unusedRestoredIDs.remove(id) != nil { return id }
+            return groupIDs.allocate()
+        }
     }
 
     public var log: KernelLog { subsystem.log }
@@ -76,7 +85,9 @@ public final class Machine: Sendable {
         self.units = spec.units
         self.unitsByName = unitsByName
         self.drivers = drivers
-        self.registry = Mutex(Registry())
+        var registry = Registry(restoredIDs: spec.groupIDs, unusedRestoredIDs: Set(spec.groupIDs.values))
+        for id in registry.unusedRestoredIDs.sorted() { registry.groupIDs.claim(id) }
+        self.registry = Mutex(registry)
         self.catalog = try Self.probeOrder(spec.devices)
 
         // bus_iommu_probe: every device joins its group, then each new group
@@ -138,7 +149,7 @@ public final class Machine: Sendable {
                             attachDeferred: entry.attachDeferred)
         let (group, isNew) = registry.withLock { r in
             if let existing = r.groupByLabel[entry.group] { return (existing, false) }
-            let g = IOMMUGroup(id: r.groupIDs.allocate(), subsystem: subsystem)
+            let g = IOMMUGroup(id: r.newGroupID(for: entry.address), subsystem: subsystem)
             r.groups[g.id] = g
             r.groupByLabel[entry.group] = g
             return (g, true)

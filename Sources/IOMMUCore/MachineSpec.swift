@@ -90,12 +90,20 @@ public struct MachineSpec: Sendable {
     public var units: [IOMMUUnit]
     public var drivers: [PCIDriver]
     public var devices: [DeviceSpec]
+    /// Group ids to restore (a dump's): a group created by probing one of
+    /// these devices takes the id given instead of the lowest free one, so
+    /// ids that hot-plug history moved away from probe order come back.
+    /// Each id is used once; a group created again later gets the lowest
+    /// free id, as usual.
+    public var groupIDs: [PCIAddress: Int]
 
-    public init(boot: BootOptions, units: [IOMMUUnit], drivers: [PCIDriver], devices: [DeviceSpec]) {
+    public init(boot: BootOptions, units: [IOMMUUnit], drivers: [PCIDriver], devices: [DeviceSpec],
+                groupIDs: [PCIAddress: Int] = [:]) {
         self.boot = boot
         self.units = units
         self.drivers = drivers
         self.devices = devices
+        self.groupIDs = groupIDs
     }
 }
 

@@ -97,19 +97,28 @@ extension Machine {
 
     /// `iommufd_device_bind`: claims the device's group for the iommufd
     /// context `context` (shared by devices bound to the same context,
-    /// EPERM for another one or while a normal driver is bound).
+    /// EPERM for another one or while a normal driver is bound). A device
+    /// is bound once (EINVAL, as a second `VFIO_DEVICE_BIND_IOMMUFD`).
     public func bindIOMMUFD(_ device: Device, context: String) -> Errno? {
-        guard let group = device.group else { return .noDevice }
-        return group.claimDMAOwner(DMAOwner("iommufd-" + context), for: device)
+        device.lock.withLock { state in
+            guard state.isPresent, let group = device.group else { return .noDevice }
+            if state.iommufdContext != nil { return .invalidArgument }
+            if let error = group.claimDMAOwner(DMAOwner("iommufd-" + context), for: device) { return error }
+            state.iommufdContext = context
+            return nil
+        }
     }
 
     /// `iommufd_device_unbind`: the last device of a context gives the
-    /// group back to its default domain.
+    /// group back to its default domain. EINVAL unless the device is bound
+    /// to `context`.
     public func unbindIOMMUFD(_ device: Device, context: String) -> Errno? {
-        guard let group = device.group else { return .noDevice }
-        guard group.snapshot.owner == DMAOwner("iommufd-" + context) else { return .invalidArgument }
-        group.releaseDMAOwner(for: device)
-        return nil
+        device.lock.withLock { state in
+            guard state.iommufdContext == context, let group = device.group else { return .invalidArgument }
+            group.releaseDMAOwner(for: device)
+            state.iommufdContext = nil
+            return nil
+        }
     }
 
     /// Runs `body` with every device of `devices` locked, in address order

@@ -1,9 +1,10 @@
-/// A parsed JSON value.
+/// A parsed JSON value: machine descriptions, and the control socket's
+/// requests and replies.
 ///
 /// Numbers keep their text: the format needs exact 64-bit integers (reserved
 /// region bounds), which a `Double` cannot hold. Objects keep their members
 /// in document order, repeated keys included, so the decoder can name them.
-enum JSON {
+public enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)
     case number(String)
@@ -11,16 +12,69 @@ enum JSON {
     case array([JSON])
     case object([Member])
 
-    struct Member {
-        var key: String
-        var value: JSON
+    public struct Member: Sendable, Equatable {
+        public var key: String
+        public var value: JSON
+
+        public init(_ key: String, _ value: JSON) {
+            self.key = key
+            self.value = value
+        }
+    }
+}
+
+extension JSON {
+    /// Parses one document (RFC 8259, strict).
+    public static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSON {
+        try bytes.withUnsafeBufferPointer { buffer throws(JSONSyntaxError) in try JSONParser.parse(buffer) }
+    }
+
+    /// An integer, as a number.
+    public static func integer(_ value: some BinaryInteger) -> JSON { .number(String(value)) }
+
+    /// The first member called `key` of an object; nil for a missing key
+    /// and for anything but an object.
+    public subscript(key: String) -> JSON? {
+        guard case .object(let members) = self else { return nil }
+        return members.first { $0.key == key }?.value
+    }
+
+    /// The text of a string value.
+    public var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
+    /// The value of an integer number that fits in an `Int`.
+    public var intValue: Int? {
+        if case .number(let text) = self { return Int(text) }
+        return nil
+    }
+
+    /// The value of any number.
+    public var doubleValue: Double? {
+        if case .number(let text) = self { return Double(text) }
+        return nil
+    }
+
+    public var boolValue: Bool? {
+        if case .bool(let value) = self { return value }
+        return nil
+    }
+
+    public var arrayValue: [JSON]? {
+        if case .array(let elements) = self { return elements }
+        return nil
     }
 }
 
 /// Malformed JSON: what was wrong, at which byte of the input.
-struct JSONSyntaxError: Error {
-    var offset: Int
-    var reason: String
+public struct JSONSyntaxError: Error, CustomStringConvertible {
+    public var offset: Int
+    public var reason: String
+
+    /// `byte 12: unexpected '}' where a value should start`.
+    public var description: String { "byte \(offset + 1): \(reason)" }
 
     /// The 1-based line and column (in characters) of `offset` in `bytes`,
     /// for the message a person fixes the file from.
@@ -96,7 +150,7 @@ struct JSONParser {
             let key = try string()
             skipWhitespace()
             guard consume(":") else { throw unexpected("after a key (expected ':')") }
-            pendingMembers.append(JSON.Member(key: key, value: try value(depth: depth + 1)))
+            pendingMembers.append(JSON.Member(key, try value(depth: depth + 1)))
             skipWhitespace()
         } while consume(",")
         guard consume("}") else { throw unexpected("after an object member (expected ',' or '}')") }

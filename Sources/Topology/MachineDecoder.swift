@@ -3,7 +3,7 @@ import SystemPackage
 
 // The keys of each object of the format; raw values are the document's spellings.
 enum RootKey: String, CaseIterable {
-    case kernel, iommuUnits = "iommu_units", drivers, devices
+    case kernel, iommuUnits = "iommu_units", drivers, devices, state
 }
 
 enum KernelKey: String, CaseIterable {
@@ -67,14 +67,18 @@ struct UnitEntry {
 /// Decodes each object of the format on its own; `MachineAssembly` then
 /// checks what spans objects.
 enum MachineDecoder {
-    static func machine(_ root: JSON) throws(Problem) -> MachineSpec {
+    /// The description and, if the document has one, its checked `state`
+    /// with the group ids it restores (`MachineSpec.groupIDs`).
+    static func document(_ root: JSON) throws(Problem) -> (spec: MachineSpec, state: (MachineState, groupIDs: [PCIAddress: Int])?) {
         let fields = try Fields<RootKey>(root)
-        return try MachineAssembly(
+        let spec = try MachineAssembly(
             boot: try fields.optional(.kernel, ValueDecoder(bootOptions)) ?? BootOptions(),
             units: try fields.required(.iommuUnits, .array(of: ValueDecoder(unit))),
             drivers: try fields.optional(.drivers, .array(of: ValueDecoder(driver))) ?? [],
             devices: try fields.required(.devices, .array(of: ValueDecoder(device)))
         ).spec()
+        guard let state = try fields.optional(.state, ValueDecoder(StateDecoder.state)) else { return (spec, nil) }
+        return (spec, (state, try StateChecks(spec: spec, state: state).groupIDs()))
     }
 
     static func bootOptions(_ json: JSON) throws(Problem) -> BootOptions {

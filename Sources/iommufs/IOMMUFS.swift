@@ -13,8 +13,9 @@ struct IOMMUFS: ParsableCommand {
             Example:
               mkdir -p mnt && iommufs mount mnt --foreground -o allow_other
               cat mnt/kernel/iommu_groups/*/type
+              iommufs ctl --mount mnt vfio attach --container c1 4
             """,
         version: "0.1.0",
-        subcommands: [MountCommand.self, GenerateCommand.self]
+        subcommands: [MountCommand.self, CtlCommand.self, GenerateCommand.self]
     )
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Control
 import FuseServer
 import Glibc
 import IOMMUCore
@@ -22,6 +23,10 @@ struct MountCommand: ParsableCommand {
               iommufs mount mnt --topology machine.json
               # then, e.g., a type change in an unbound group
               echo identity > mnt/kernel/iommu_groups/4/type
+
+            A control socket for `iommufs ctl` is created beside the mount point (mount point \
+            /x/mnt → /x/.mnt.iommufs-ctl) or at --control PATH, mode 0600, and removed when the \
+            server stops.
             """
     )
 
@@ -32,6 +37,11 @@ struct MountCommand: ParsableCommand {
         "A JSON machine description (see the README's Topology section); the embedded default machine when absent. Example: --topology machine.json",
         valueName: "file"))
     var topology: String?
+
+    @Option(help: ArgumentHelp(
+        "Where to create the control socket for `iommufs ctl --socket PATH` instead of beside the mount point. Example: --control /run/iommufs.sock",
+        valueName: "path"))
+    var control: String?
 
     @Flag(help: "Stay in the foreground (Ctrl-C unmounts) instead of detaching after the mount. Example: --foreground")
     var foreground = false
@@ -58,36 +68,73 @@ struct MountCommand: ParsableCommand {
 
     func run() throws {
         let log = dmesg ? KernelLog(sink: printLogLine) : KernelLog()
-        let machine = bootMachine(log: log)
-        let options = MountOptions(mountpoint: mountpoint,
-                                   allowOther: mountOptions.contains { $0.split(separator: ",").contains("allow_other") },
-                                   singleThreaded: singleThreaded, debug: debug)
-        let server: FuseServer
+        let document = loadDocument()
+        let machine = boot(document, log: log)
+        let (server, controlServer) = mountAndListen(machine, document)
         do throws(FuseServerError) {
-            server = try FuseServer(tree: MachineTree(machine: machine).tree, options: options)
-            try server.mount()
             try FuseServer.daemonize(foreground: foreground || debug)
         } catch {
             fail(error.description)
         }
-        throw ExitCode(server.serve())
+        // After the fork of daemonize: threads do not survive it.
+        do throws(ControlSocketError) {
+            try controlServer.start()
+        } catch {
+            printError("iommufs: \(error) (serving without it)")
+        }
+        let status = server.serve()
+        controlServer.stop()
+        throw ExitCode(status)
     }
 
-    /// The machine of --topology (or the embedded default), booted; any
-    /// problem ends the process with a message naming the file and field.
-    private func bootMachine(log: KernelLog) -> Machine {
-        let spec: MachineSpec
+    /// The document of --topology (or the embedded default); any problem
+    /// ends the process with a message naming the file and field.
+    private func loadDocument() -> TopologyDocument {
         do throws(TopologyError) {
-            spec = try topology.map { path throws(TopologyError) in try Topology.load(contentsOf: path) }
-                ?? Topology.defaultMachine
+            return try topology.map { path throws(TopologyError) in try TopologyDocument.load(contentsOf: path) }
+                ?? TopologyDocument.defaultMachine
         } catch {
             fail(error.description)
         }
-        do throws(MachineSpecError) {
-            return try Machine(spec: spec, log: log)
+    }
+
+    /// The document's machine, booted, with the state a dump carries restored.
+    private func boot(_ document: TopologyDocument, log: KernelLog) -> Machine {
+        do throws(TopologyError) {
+            return try document.boot(log: log)
         } catch {
-            fail((topology ?? "default machine") + ": " + error.description)
+            fail(error.description)
         }
+    }
+
+    /// Mounts, then opens the control socket (before daemonize, so that its
+    /// errors reach the terminal). If either fails nothing is left behind:
+    /// the server unmounts when it is released, before the exit.
+    private func mountAndListen(_ machine: Machine, _ document: TopologyDocument) -> (FuseServer, ControlServer) {
+        let options = MountOptions(mountpoint: mountpoint,
+                                   allowOther: mountOptions.contains { $0.split(separator: ",").contains("allow_other") },
+                                   singleThreaded: singleThreaded, debug: debug)
+        let message: String
+        do throws(FuseServerError) {
+            let server = try FuseServer(tree: MachineTree(machine: machine).tree, options: options)
+            try server.mount()
+            do throws(ControlSocketError) {
+                let path = control.map(absolutePath) ?? ControlSocket.defaultPath(forMountpoint: server.mountpoint!)
+                return (server, try ControlServer(path: path, machine: machine, document: document))
+            } catch {
+                message = error.description
+            }
+        } catch {
+            message = error.description
+        }
+        fail(message)
+    }
+
+    /// `path` from the working directory at start (daemonize changes it to /).
+    private func absolutePath(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        return String(cString: cwd) + "/" + path
     }
 
     private func fail(_ message: String) -> Never {

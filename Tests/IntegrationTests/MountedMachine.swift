@@ -75,6 +75,8 @@ struct MountedMachine {
             server.wait()
         }
         if isMountPoint(root) { run("/bin/umount", ["-l", root]) }
+        // Left behind only by a server that had to be killed.
+        unlink(controlSocket)
         rmdir(root)
         unlink(logPath)
     }

@@ -1,0 +1,82 @@
+import Glibc
+import SystemPackage
+import Topology
+
+/// The client end of the control socket, as `iommufs ctl` uses it: one
+/// request and its reply per call.
+public final class ControlClient {
+    private let channel: LineChannel
+    private let path: String
+
+    /// Connects to the socket at `path`.
+    public init(socketPath path: String) throws(ControlFailure) {
+        self.channel = LineChannel(fd: try ControlSocket.connect(to: path))
+        self.path = path
+    }
+
+    /// Runs a request whose reply carries nothing (every verb but `dmesg`,
+    /// `dump` and `trace`).
+    public func perform(_ request: ControlRequest) throws(ControlFailure) {
+        _ = try call(request)
+    }
+
+    /// The kernel log ring, `[    1.234567] text` per line, oldest first.
+    public func dmesg() throws(ControlFailure) -> [String] {
+        try call(.dmesg)[ControlReply.Key.lines.rawValue]?.arrayValue?.compactMap(\.stringValue) ?? []
+    }
+
+    /// The machine as a topology document with its current state.
+    public func dump() throws(ControlFailure) -> JSON {
+        guard let document = try call(.dump)[ControlReply.Key.document.rawValue] else {
+            throw ControlFailure(.protocolError, "the dump reply has no document")
+        }
+        return document
+    }
+
+    /// Starts a trace: once this returns, every later event is delivered to
+    /// `nextEvent`, until `count` of them (nil: until this client closes).
+    public func startTrace(count: Int?) throws(ControlFailure) {
+        _ = try call(.trace(count: count))
+    }
+
+    /// The next event line of a trace (`type-changed group=3 from=DMA-FQ
+    /// to=identity`); nil when the server ended the stream.
+    public func nextEvent() throws(ControlFailure) -> String? {
+        guard let reply = try readReply() else { return nil }
+        guard let line = reply[ControlReply.Key.event.rawValue]?.stringValue else {
+            throw ControlFailure(.protocolError, "expected an event, got \(reply.compactText)")
+        }
+        return line
+    }
+
+    private func call(_ request: ControlRequest) throws(ControlFailure) -> JSON {
+        // A failed send may still have a reply waiting (a refusal).
+        let sent = channel.send(request.json)
+        let reply: JSON?
+        do {
+            reply = try readReply()
+        } catch {
+            if sent { throw error }
+            reply = nil
+        }
+        guard let reply else { throw ControlFailure(.connectionReset, "the server at \(path) closed the connection without a reply") }
+        return try ControlReply.check(reply)
+    }
+
+    /// The next line, parsed; nil at the end of the stream.
+    private func readReply() throws(ControlFailure) -> JSON? {
+        let line: [UInt8]?
+        do {
+            line = try channel.readLine()
+        } catch {
+            guard case .failed(let errno) = error else { preconditionFailure("replies have no length limit") }
+            throw ControlFailure(errno, "reading from \(path): \(errno)")
+        }
+        guard let line else { return nil }
+        do {
+            return try JSON.parse(line)
+        } catch {
+            throw ControlFailure(.protocolError, "the server's reply is not JSON (\(error))")
+        }
+    }
+}

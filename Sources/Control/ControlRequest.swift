@@ -1,0 +1,176 @@
+import IOMMUCore
+import SystemPackage
+import Topology
+
+/// One request of the control protocol: a JSON object on one line whose
+/// `verb` says what to do (see the README's "iommufs ctl" section).
+public enum ControlRequest: Sendable, Equatable {
+    /// Legacy VFIO: claim the group and attach it to the container.
+    case vfioAttach(container: String, group: Int)
+    case vfioDetach(group: Int)
+    /// iommufd: bind the device to the context (shared group ownership).
+    case iommufdBind(context: String, device: PCIAddress)
+    case iommufdUnbind(context: String, device: PCIAddress)
+    /// The first DMA mapping of the device: its deferred attach.
+    case dmaMap(device: PCIAddress)
+    case inject(FaultPoint, FaultInjector.Fault)
+    case clearFault(FaultPoint)
+    /// The kernel log ring.
+    case dmesg
+    /// The machine's description and current state, as a topology document.
+    case dump
+    /// Streams events; after `count` of them (nil: until the client hangs up)
+    /// the server closes the connection.
+    case trace(count: Int?)
+
+    /// The verb names on the wire.
+    enum Verb: String, CaseIterable {
+        case vfioAttach = "vfio-attach", vfioDetach = "vfio-detach"
+        case iommufdBind = "iommufd-bind", iommufdUnbind = "iommufd-unbind", dmaMap = "dma-map"
+        case inject, clearFault = "inject-clear", dmesg, dump, trace
+    }
+
+    /// The member names on the wire.
+    enum Key: String {
+        case verb, container, group, context, device, point, errno, times, always, probability, count
+    }
+
+    /// The request as one JSON object.
+    public var json: JSON {
+        let (verb, members): (Verb, [(Key, JSON)]) = switch self {
+        case .vfioAttach(let container, let group): (.vfioAttach, [(.container, .string(container)), (.group, .integer(group))])
+        case .vfioDetach(let group): (.vfioDetach, [(.group, .integer(group))])
+        case .iommufdBind(let context, let device): (.iommufdBind, [(.context, .string(context)), (.device, .string(device.description))])
+        case .iommufdUnbind(let context, let device): (.iommufdUnbind, [(.context, .string(context)), (.device, .string(device.description))])
+        case .dmaMap(let device): (.dmaMap, [(.device, .string(device.description))])
+        case .inject(let point, let fault):
+            (.inject, [(.point, .string(point.rawValue)), (.errno, .string(fault.errno.kernelName)),
+                       fault.remaining.map { (.times, .integer($0)) } ?? (.always, .bool(true)),
+                       (.probability, .number(String(fault.probability)))])
+        case .clearFault(let point): (.clearFault, [(.point, .string(point.rawValue))])
+        case .dmesg: (.dmesg, [])
+        case .dump: (.dump, [])
+        case .trace(let count): (.trace, count.map { [(.count, .integer($0))] } ?? [])
+        }
+        return .object([JSON.Member(Key.verb.rawValue, .string(verb.rawValue))] + members.map { JSON.Member($0.0.rawValue, $0.1) })
+    }
+
+    /// Decodes a request; every member must belong to the verb.
+    init(json: JSON) throws(ControlFailure) {
+        let fields = try RequestFields(json)
+        switch try fields.verb() {
+        case .vfioAttach:
+            self = .vfioAttach(container: try fields.string(.container), group: try fields.count(.group))
+        case .vfioDetach:
+            self = .vfioDetach(group: try fields.count(.group))
+        case .iommufdBind:
+            self = .iommufdBind(context: try fields.string(.context), device: try fields.address(.device))
+        case .iommufdUnbind:
+            self = .iommufdUnbind(context: try fields.string(.context), device: try fields.address(.device))
+        case .dmaMap:
+            self = .dmaMap(device: try fields.address(.device))
+        case .inject:
+            let probability = try fields.probability()
+            self = .inject(try fields.point(), .init(errno: try fields.errno(), remaining: try fields.times(), probability: probability))
+        case .clearFault:
+            self = .clearFault(try fields.point())
+        case .dmesg: self = .dmesg
+        case .dump: self = .dump
+        case .trace: self = .trace(count: try fields.optionalCount(.count))
+        }
+        try fields.checkNoOthers()
+    }
+}
+
+/// A request object's members, read by name; what was read is tracked so
+/// that a member the verb does not take is an error (a typo must not
+/// silently fall back to a default).
+private final class RequestFields {
+    private let members: [JSON.Member]
+    private var used: Set<String> = [ControlRequest.Key.verb.rawValue]
+
+    init(_ json: JSON) throws(ControlFailure) {
+        guard case .object(let members) = json else { throw .badRequest("a request is a JSON object") }
+        self.members = members
+    }
+
+    func verb() throws(ControlFailure) -> ControlRequest.Verb {
+        let name = try string(.verb)
+        guard let verb = ControlRequest.Verb(rawValue: name) else {
+            throw .badRequest("unknown verb \"\(name)\" (known: \(ControlRequest.Verb.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return verb
+    }
+
+    func string(_ key: ControlRequest.Key) throws(ControlFailure) -> String {
+        guard let text = try value(key).stringValue, !text.isEmpty else { throw .badRequest("\"\(key.rawValue)\" must be a non-empty string") }
+        return text
+    }
+
+    /// A non-negative integer (a group id, an event count).
+    func count(_ key: ControlRequest.Key) throws(ControlFailure) -> Int {
+        guard let number = try value(key).intValue, number >= 0 else { throw .badRequest("\"\(key.rawValue)\" must be a non-negative integer") }
+        return number
+    }
+
+    func optionalCount(_ key: ControlRequest.Key) throws(ControlFailure) -> Int? {
+        isAbsentOrNull(key) ? nil : try count(key)
+    }
+
+    func address(_ key: ControlRequest.Key) throws(ControlFailure) -> PCIAddress {
+        let text = try string(key)
+        guard let address = PCIAddress(text.lowercased()) else { throw .badRequest("\"\(text)\" is not a PCI address (dddd:bb:dd.f)") }
+        return address
+    }
+
+    func point() throws(ControlFailure) -> FaultPoint {
+        let name = try string(.point)
+        guard let point = FaultPoint(rawValue: name) else {
+            throw .badRequest("unknown fault point \"\(name)\" (known: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return point
+    }
+
+    func errno() throws(ControlFailure) -> Errno {
+        let name = try string(.errno)
+        guard let errno = Errno(kernelName: name) else { throw .badRequest("unknown errno name \"\(name)\"") }
+        return errno
+    }
+
+    /// How many failures: `times` (1 when absent), or nil for `"always": true`.
+    func times() throws(ControlFailure) -> Int? {
+        let always = isAbsentOrNull(.always) ? false : try value(.always).boolValue
+        guard let always else { throw .badRequest("\"always\" must be true or false") }
+        if isAbsentOrNull(.times) { return always ? nil : 1 }
+        guard !always else { throw .badRequest("\"times\" and \"always\" exclude each other") }
+        let n = try count(.times)
+        guard n > 0 else { throw .badRequest("\"times\" must be at least 1") }
+        return n
+    }
+
+    func probability() throws(ControlFailure) -> Double {
+        if isAbsentOrNull(.probability) { return 1 }
+        guard let p = try value(.probability).doubleValue, (0...1).contains(p) else {
+            throw .badRequest("\"probability\" must be a number from 0 to 1")
+        }
+        return p
+    }
+
+    func checkNoOthers() throws(ControlFailure) {
+        if let extra = members.first(where: { !used.contains($0.key) }) {
+            throw .badRequest("unknown member \"\(extra.key)\" for this verb")
+        }
+    }
+
+    private func isAbsentOrNull(_ key: ControlRequest.Key) -> Bool {
+        used.insert(key.rawValue)
+        guard let member = members.first(where: { $0.key == key.rawValue }) else { return true }
+        return member.value == .null
+    }
+
+    private func value(_ key: ControlRequest.Key) throws(ControlFailure) -> JSON {
+        used.insert(key.rawValue)
+        guard let member = members.first(where: { $0.key == key.rawValue }) else { throw .badRequest("missing \"\(key.rawValue)\"") }
+        return member.value
+    }
+}

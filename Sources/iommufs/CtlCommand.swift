@@ -1,0 +1,398 @@
+import ArgumentParser
+import Control
+import IOMMUCore
+import SystemPackage
+
+/// `iommufs ctl`: drives what sysfs has no knob for (VFIO and iommufd
+/// users, the first DMA mapping, fault injection) and shows what the
+/// kernel would log or hold, through a mounted server's control socket.
+struct CtlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ctl",
+        abstract: "Talk to a running iommufs server through its control socket.",
+        discussion: """
+            Name the server by its mount point (--mount; the socket is beside it: /x/mnt → \
+            /x/.mnt.iommufs-ctl) or by the socket itself (--socket, for `mount --control PATH`). \
+            Only root and the user running the server may connect. On failure the exit status \
+            is 1 and stderr says `iommufs: EPERM: <what failed>`.
+
+            Examples:
+              iommufs ctl --mount mnt vfio attach --container c1 4
+              echo identity > mnt/kernel/iommu_groups/4/type      # Operation not permitted
+              iommufs ctl --mount mnt vfio detach 4
+              iommufs ctl --mount mnt inject domain-alloc ENOMEM --once
+              iommufs ctl --mount mnt dmesg | tail -3
+              iommufs ctl --mount mnt dump > state.json           # loadable with --topology
+            """,
+        subcommands: [Vfio.self, IOMMUFD.self, DMAMap.self, Inject.self, Dmesg.self, Dump.self, Trace.self]
+    )
+
+    @Option(help: ArgumentHelp("The mount point of the server to talk to. Example: --mount mnt", valueName: "mountpoint"))
+    var mount: String?
+
+    @Option(help: ArgumentHelp("The server's control socket (as given to `mount --control`). Example: --socket /run/iommufs.sock",
+                               valueName: "path"))
+    var socket: String?
+
+    /// Connects, runs `body`, and turns a failure into `iommufs: ERRNO: message` and exit status 1.
+    /// (The choice of --mount or --socket is checked here, not in `validate`:
+    /// a failing parent validation would hide the subcommands' --help.)
+    func withClient(_ body: (ControlClient) throws(ControlFailure) -> Void) throws {
+        guard (mount == nil) != (socket == nil) else {
+            printError("Error: name the server with either --mount or --socket (see 'iommufs ctl --help')")
+            throw ExitCode.validationFailure
+        }
+        do throws(ControlFailure) {
+            let path = if let socket { socket } else { try ControlSocket.defaultPath(forMountpointAt: mount!) }
+            try body(try ControlClient(socketPath: path))
+        } catch {
+            printError("iommufs: " + error.description)
+            throw ExitCode.failure
+        }
+    }
+}
+
+/// A PCI address argument: `dddd:bb:dd.f`, or `bb:dd.f` in domain 0000.
+private func pciAddress(_ text: String) throws -> PCIAddress {
+    let full = text.count == 7 ? "0000:" + text : text
+    guard let address = PCIAddress(full.lowercased()) else {
+        throw ValidationError("'\(text)' is not a PCI address (expected dddd:bb:dd.f)")
+    }
+    return address
+}
+
+extension CtlCommand {
+    struct Vfio: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "vfio",
+            abstract: "Legacy VFIO containers (type1): a user claims whole groups.",
+            subcommands: [Attach.self, Detach.self])
+    }
+
+    struct IOMMUFD: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "iommufd",
+            abstract: "iommufd device binding: devices of a group share ownership within one context.",
+            subcommands: [Bind.self, Unbind.self])
+    }
+}
+
+extension CtlCommand.Vfio {
+    struct Attach: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Attach a group to a container (VFIO_GROUP_SET_CONTAINER + VFIO_SET_IOMMU).",
+            discussion: """
+                The group is claimed for its VFIO group: EPERM while a member is bound to a driver \
+                that uses the DMA API, EINVAL (with the firmware's 1:1 log line) when a member has a \
+                direct region. Its members move to the blocking domain, then to the container's \
+                domain for their IOMMU driver, shared with the container's other groups behind \
+                units of the same driver, else a new one. Unbinding a member's driver meanwhile \
+                waits for the attach. While attached, `type` writes get EPERM and normal drivers \
+                fail to bind with EBUSY.
+
+                Example:
+                  iommufs ctl --mount mnt vfio attach --container c1 4
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Option(help: ArgumentHelp("The container, created on first use. Example: --container c1", valueName: "name"))
+        var container: String
+
+        @Argument(help: ArgumentHelp("The IOMMU group id. Example: 4", valueName: "group"))
+        var group: Int
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioAttach(container: container, group: group)) }
+        }
+    }
+
+    struct Detach: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Detach a group from its container (VFIO_GROUP_UNSET_CONTAINER).",
+            discussion: """
+                Ownership is released and the group's default domain is attached again. ENODEV if \
+                the group is in no container.
+
+                Example:
+                  iommufs ctl --mount mnt vfio detach 4
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Argument(help: ArgumentHelp("The IOMMU group id. Example: 4", valueName: "group"))
+        var group: Int
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioDetach(group: group)) }
+        }
+    }
+}
+
+extension CtlCommand.IOMMUFD {
+    struct Bind: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Bind a device to an iommufd context (VFIO_DEVICE_BIND_IOMMUFD).",
+            discussion: """
+                The first device of a group claims it (as `vfio attach` does); more devices of the \
+                group may bind to the same context, each adding an owner reference; another context, \
+                or a normal driver bound in the group, gets EPERM. A device binds once (EINVAL).
+
+                Example:
+                  iommufs ctl --mount mnt iommufd bind --context ctx1 0000:03:00.0
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Option(help: ArgumentHelp("The iommufd context. Example: --context ctx1", valueName: "name"))
+        var context: String
+
+        @Argument(help: ArgumentHelp("The device. Example: 0000:03:00.0", valueName: "bdf"))
+        var device: String
+
+        func validate() throws { _ = try pciAddress(device) }
+
+        func run() throws {
+            let address = try pciAddress(device)
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.iommufdBind(context: context, device: address)) }
+        }
+    }
+
+    struct Unbind: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Unbind a device from its iommufd context.",
+            discussion: """
+                The last device of the context gives the group back to its default domain. EINVAL \
+                if the device is not bound to that context.
+
+                Example:
+                  iommufs ctl --mount mnt iommufd unbind --context ctx1 0000:03:00.0
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Option(help: ArgumentHelp("The iommufd context. Example: --context ctx1", valueName: "name"))
+        var context: String
+
+        @Argument(help: ArgumentHelp("The device. Example: 0000:03:00.0", valueName: "bdf"))
+        var device: String
+
+        func validate() throws { _ = try pciAddress(device) }
+
+        func run() throws {
+            let address = try pciAddress(device)
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.iommufdUnbind(context: context, device: address)) }
+        }
+    }
+}
+
+extension CtlCommand {
+    struct DMAMap: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "dma-map",
+            abstract: "The device's first DMA mapping: its deferred attach (iommu_deferred_attach).",
+            discussion: """
+                A device marked attach_deferred in the topology is not attached at probe; this \
+                attaches it to its group's default domain, under the group lock. EBUSY while the \
+                device is being reset. For any other device it does nothing.
+
+                Example:
+                  iommufs ctl --mount mnt dma-map 0000:03:00.0
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Argument(help: ArgumentHelp("The device. Example: 0000:03:00.0", valueName: "bdf"))
+        var device: String
+
+        func validate() throws { _ = try pciAddress(device) }
+
+        func run() throws {
+            let address = try pciAddress(device)
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.dmaMap(device: address)) }
+        }
+    }
+
+    struct Inject: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Arm or clear a failure at a point of the IOMMU core.",
+            discussion: """
+                Points: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")). Every failed \
+                operation leaves its group exactly as it was, with the kernel's log line where it \
+                prints one.
+
+                Examples:
+                  iommufs ctl --mount mnt inject domain-alloc ENOMEM --once
+                  iommufs ctl --mount mnt inject attach EIO --times 2
+                  iommufs ctl --mount mnt inject fq-init ENOMEM --always --probability 0.5
+                  iommufs ctl --mount mnt inject clear fq-init
+                """,
+            subcommands: [Arm.self, Clear.self],
+            defaultSubcommand: Arm.self)
+    }
+
+    struct Dmesg: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the kernel log ring, oldest first, as dmesg does.",
+            discussion: """
+                Example:
+                  iommufs ctl --mount mnt dmesg | grep 'iommu group'
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in
+                var out = OutputBuffer()
+                for line in try client.dmesg() { out.append(line + "\n") }
+                out.flush()
+            }
+        }
+    }
+
+    struct Dump: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the machine and its current state as a topology document.",
+            discussion: """
+                The document is the machine description the server booted, with a `state` section: \
+                group ids and types, bound drivers, driver_override and other knobs, VFs, VFIO \
+                containers, iommufd bindings. `iommufs mount --topology` boots it into the same \
+                state, and a dump of that machine is the same document.
+
+                Example:
+                  iommufs ctl --mount mnt dump > state.json
+                  iommufs mount mnt2 --topology state.json
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in
+                var out = OutputBuffer()
+                out.append(try client.dump().prettyText)
+                out.flush()
+            }
+        }
+    }
+
+    struct Trace: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the machine's events as they happen, until Ctrl-C (or --count of them).",
+            discussion: """
+                One line per event: device-added, device-removed, group-created, group-released, \
+                domain-attached, type-changed, owner-claimed, owner-released, driver-bound, \
+                driver-unbound, with key=value fields. Once subscribed, `iommufs: tracing` goes to \
+                stderr, so a script can start acting.
+
+                Examples:
+                  iommufs ctl --mount mnt trace
+                  iommufs ctl --mount mnt trace --count 2    # type-changed group=4 from=DMA-FQ to=identity, ...
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Option(help: ArgumentHelp("Stop after this many events. Example: --count 2", valueName: "n"))
+        var count: Int?
+
+        func validate() throws {
+            if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        }
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in
+                try client.startTrace(count: count)
+                printError("iommufs: tracing" + (count.map { " until \($0) event\($0 == 1 ? "" : "s")" } ?? "; Ctrl-C stops"))
+                var seen = 0
+                var out = OutputBuffer()
+                while let line = try client.nextEvent() {
+                    out.append(line + "\n")
+                    out.flush()
+                    seen += 1
+                }
+                if let count, seen < count {
+                    throw ControlFailure(.connectionReset, "the server ended the trace after \(seen) of \(count) events")
+                }
+            }
+        }
+    }
+}
+
+extension CtlCommand.Inject {
+    struct Arm: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make POINT fail with ERRNO (the default: `inject POINT ERRNO`).",
+            discussion: """
+                Example:
+                  iommufs ctl --mount mnt inject domain-alloc ENOMEM --once
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Argument(help: ArgumentHelp("Where: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")). Example: domain-alloc",
+                                     valueName: "point"))
+        var point: String
+
+        @Argument(help: ArgumentHelp("The errno to fail with. Example: ENOMEM", valueName: "errno"))
+        var errno: String
+
+        @Flag(help: "Fail once (the default). Example: --once")
+        var once = false
+
+        @Option(help: ArgumentHelp("Fail this many times. Example: --times 3", valueName: "n"))
+        var times: Int?
+
+        @Flag(help: "Fail every time, until `inject clear POINT`. Example: --always")
+        var always = false
+
+        @Option(help: ArgumentHelp("The chance that the failure fires when reached (0 to 1; 1 by default). Example: --probability 0.5",
+                                   valueName: "p"))
+        var probability: Double = 1
+
+        func validate() throws {
+            _ = try faultPoint(point)
+            guard Errno(kernelName: errno) != nil else {
+                throw ValidationError("unknown errno '\(errno)' (known: \(Errno.kernelNames.joined(separator: ", ")))")
+            }
+            guard [once, times != nil, always].filter({ $0 }).count <= 1 else {
+                throw ValidationError("choose one of --once, --times N and --always")
+            }
+            if let times, times < 1 { throw ValidationError("--times must be at least 1") }
+            guard (0...1).contains(probability) else { throw ValidationError("--probability must be from 0 to 1") }
+        }
+
+        func run() throws {
+            let fault = FaultInjector.Fault(errno: Errno(kernelName: errno)!, remaining: always ? nil : times ?? 1,
+                                            probability: probability)
+            let point = try faultPoint(point)
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.inject(point, fault)) }
+        }
+    }
+
+    struct Clear: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Disarm POINT.",
+            discussion: """
+                Example:
+                  iommufs ctl --mount mnt inject clear domain-alloc
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+
+        @Argument(help: ArgumentHelp("The point to disarm. Example: domain-alloc", valueName: "point"))
+        var point: String
+
+        func validate() throws { _ = try faultPoint(point) }
+
+        func run() throws {
+            let point = try faultPoint(point)
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.clearFault(point)) }
+        }
+    }
+}
+
+private func faultPoint(_ name: String) throws -> FaultPoint {
+    guard let point = FaultPoint(rawValue: name) else {
+        throw ValidationError("unknown fault point '\(name)' (known: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")))")
+    }
+    return point
+}
