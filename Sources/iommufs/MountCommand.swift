@@ -21,6 +21,8 @@ struct MountCommand: ParsableCommand {
               iommufs mount mnt --foreground -o allow_other
               # a machine of your own, in the background
               iommufs mount mnt --topology machine.json
+              # the oracle's QEMU q35 machine, behaving like Linux 6.12
+              iommufs mount mnt --machine qemu-q35-vtd --profile linux-6.12
               # then, e.g., a type change in an unbound group
               echo identity > mnt/kernel/iommu_groups/4/type
 
@@ -37,6 +39,16 @@ struct MountCommand: ParsableCommand {
         "A JSON machine description (see the README's Topology section); the embedded default machine when absent. Example: --topology machine.json",
         valueName: "file"))
     var topology: String?
+
+    @Option(help: ArgumentHelp(
+        "A built-in machine instead of the embedded default: \(Topology.builtinMachines.map(\.name).joined(separator: ", ")). Not with --topology. Example: --machine qemu-q35-vtd",
+        valueName: "name"))
+    var machine: String?
+
+    @Option(help: ArgumentHelp(
+        "The kernel whose behaviour the machine reproduces: \(KernelProfile.all.map(\.name).joined(separator: ", ")) (default \(KernelProfile.current.name)). Example: --profile linux-6.12",
+        valueName: "name"))
+    var profile: String?
 
     @Option(help: ArgumentHelp(
         "Where to create the control socket for `iommufs ctl --socket PATH` instead of beside the mount point. Example: --control /run/iommufs.sock",
@@ -61,6 +73,15 @@ struct MountCommand: ParsableCommand {
     var debug = false
 
     func validate() throws {
+        if topology != nil && machine != nil {
+            throw ValidationError("--machine and --topology cannot be used together")
+        }
+        if let machine, Topology.builtinMachine(named: machine) == nil {
+            throw ValidationError("unknown machine '\(machine)' (built-in: \(Topology.builtinMachines.map(\.name).joined(separator: ", ")))")
+        }
+        if let profile, KernelProfile.named(profile) == nil {
+            throw ValidationError("unknown profile '\(profile)' (known: \(KernelProfile.all.map(\.name).joined(separator: ", ")))")
+        }
         for option in mountOptions.flatMap({ $0.split(separator: ",") }) where option != "allow_other" {
             throw ValidationError("unsupported mount option '\(option)' (supported: allow_other)")
         }
@@ -91,6 +112,7 @@ struct MountCommand: ParsableCommand {
     /// ends the process with a message naming the file and field.
     private func loadDocument() -> TopologyDocument {
         do throws(TopologyError) {
+            if let name = machine, let document = Topology.builtinMachine(named: name) { return document }
             return try topology.map { path throws(TopologyError) in try TopologyDocument.load(contentsOf: path) }
                 ?? TopologyDocument.defaultMachine
         } catch {
@@ -101,7 +123,7 @@ struct MountCommand: ParsableCommand {
     /// The document's machine, booted, with the state a dump carries restored.
     private func boot(_ document: TopologyDocument, log: KernelLog) -> Machine {
         do throws(TopologyError) {
-            return try document.boot(log: log)
+            return try document.boot(profile: profile.flatMap(KernelProfile.named) ?? .current, log: log)
         } catch {
             fail(error.description)
         }

@@ -1,0 +1,84 @@
+extension Topology {
+    /// The oracle's first machine (/work/shared/oracle/README.md): QEMU 7.2
+    /// q35 with `-device intel-iommu,intremap=on,caching-mode=on`, on which
+    /// the Linux 6.12 and 6.1 transcripts were printed. Caching mode makes
+    /// the kernel force strict invalidation, so every group boots as `DMA`.
+    /// rp6 (00:06.0) has ACS disabled, so the e1000e behind it shares its
+    /// group; the ICH9 functions share group 9 and the LPC bridge carries
+    /// VT-d's ISA/floppy 1:1 window. Group labels are the booted ids.
+    public static let qemuQ35VTdJSON = #"""
+    {
+      "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full",
+                  "config_default": "lazy" },
+      "iommu_units": [
+        { "name": "dmar0", "family": "intel", "forces_strict": true,
+          "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
+      ],
+      "devices": [
+        { "address": "0000:00:00.0", "vendor": "0x8086", "device": "0x29c0", "class": "0x060000",
+          "iommu": "dmar0", "group": 0 },
+        { "address": "0000:00:01.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 1, "driver": "pcieport" },
+        { "address": "0000:00:02.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 2, "driver": "pcieport" },
+        { "address": "0000:00:03.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 3, "driver": "pcieport" },
+        { "address": "0000:00:04.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 4, "driver": "pcieport" },
+        { "address": "0000:00:05.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 5, "driver": "pcieport" },
+        { "address": "0000:00:06.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 6, "driver": "pcieport" },
+        { "address": "0000:00:07.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 7, "driver": "pcieport" },
+        { "address": "0000:00:08.0", "vendor": "0x8086", "device": "0x100e", "class": "0x020000",
+          "iommu": "dmar0", "group": 8, "driver": "e1000" },
+        { "address": "0000:00:1f.0", "vendor": "0x8086", "device": "0x2918", "class": "0x060100",
+          "iommu": "dmar0", "group": 9,
+          "reserved_regions": [ { "start": "0x0", "end": "0xffffff", "type": "direct-relaxable" } ] },
+        { "address": "0000:00:1f.2", "vendor": "0x8086", "device": "0x2922", "class": "0x010601",
+          "iommu": "dmar0", "group": 9, "driver": "ahci" },
+        { "address": "0000:00:1f.3", "vendor": "0x8086", "device": "0x2930", "class": "0x0c0500",
+          "iommu": "dmar0", "group": 9 },
+        { "address": "0000:01:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
+          "parent": "0000:00:01.0", "iommu": "dmar0", "group": 10, "driver": "e1000e" },
+        { "address": "0000:02:00.0", "vendor": "0x1b36", "device": "0x0010", "class": "0x010802",
+          "parent": "0000:00:02.0", "iommu": "dmar0", "group": 11, "driver": "nvme" },
+        { "address": "0000:03:00.0", "vendor": "0x1af4", "device": "0x1041", "class": "0x020000",
+          "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "virtio-pci" },
+        { "address": "0000:04:00.0", "vendor": "0x1b36", "device": "0x000e", "class": "0x060400",
+          "parent": "0000:00:04.0", "iommu": "dmar0", "group": 13 },
+        { "address": "0000:05:01.0", "vendor": "0x8086", "device": "0x100e", "class": "0x020000",
+          "parent": "0000:04:00.0", "iommu": "dmar0", "group": 13, "driver": "e1000" },
+        { "address": "0000:05:02.0", "vendor": "0x8086", "device": "0x100e", "class": "0x020000",
+          "parent": "0000:04:00.0", "iommu": "dmar0", "group": 13, "driver": "e1000" },
+        { "address": "0000:06:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
+          "parent": "0000:00:05.0", "iommu": "dmar0", "group": 14, "driver": "e1000e" },
+        { "address": "0000:06:00.1", "vendor": "0x1af4", "device": "0x1041", "class": "0x020000",
+          "parent": "0000:00:05.0", "iommu": "dmar0", "group": 14, "driver": "virtio-pci" },
+        { "address": "0000:07:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
+          "parent": "0000:00:06.0", "iommu": "dmar0", "group": 6, "driver": "e1000e" },
+        { "address": "0000:08:00.0", "vendor": "0x1234", "device": "0x11e8", "class": "0x00ff00",
+          "parent": "0000:00:07.0", "iommu": "dmar0", "group": 15 }
+      ]
+    }
+    """#
+
+    /// Machines `iommufs mount --machine NAME` serves, by name: `default`
+    /// (the embedded desktop) and the oracle's machines.
+    public static let builtinMachines: [(name: String, summary: String, json: String)] = [
+        ("default", "the embedded desktop machine (eight groups)", defaultMachineJSON),
+        ("qemu-q35-vtd", "the oracle's QEMU q35 with caching-mode VT-d (16 groups, all DMA)", qemuQ35VTdJSON),
+    ]
+
+    /// The built-in machine called `name` as a document, nil for an unknown name.
+    public static func builtinMachine(named name: String) -> TopologyDocument? {
+        if name == "default" { return TopologyDocument.defaultMachine }
+        guard let entry = builtinMachines.first(where: { $0.name == name }) else { return nil }
+        do {
+            return try TopologyDocument(entry.json.utf8, source: "built-in machine \(name)")
+        } catch {
+            fatalError("the built-in machine \(name) is invalid: \(error)")
+        }
+    }
+}

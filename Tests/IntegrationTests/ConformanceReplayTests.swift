@@ -1,0 +1,507 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Replays the real-kernel transcripts of /work/shared/oracle through a real
+/// mount of the oracle's machine (`--machine qemu-q35-vtd`) and compares every
+/// observation. `make conformance` runs this suite (`swift test --filter Conformance`).
+@Suite("Conformance", .serialized) struct ConformanceReplayTests {
+    static let oracleDirectory = ProcessInfo.processInfo.environment["IOMMUFS_ORACLE"] ?? "/work/shared/oracle"
+
+    @Test("Linux 6.12 transcript on qemu-q35-vtd with --profile linux-6.12")
+    func linux612() throws {
+        let path = Self.oracleDirectory + "/6.12-default.txt"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            print("conformance: \(path) not found; skipped")
+            return
+        }
+        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", "linux-6.12"]) { m in
+            var replay = Replay(mount: m, lines: Transcript.parse(text))
+            replay.run()
+            return replay.report
+        }
+        print(report.summary(label: "6.12"))
+        #expect(report.mismatches.isEmpty, "\(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+    }
+}
+
+/// Counts per section: matched, mismatched, skipped (with the reason).
+struct ReplayReport {
+    var sections: [String] = []
+    var matched: [String: Int] = [:]
+    var compared: [String: Int] = [:]
+    var skipped: [String: [String: Int]] = [:]
+    var mismatches: [String] = []
+
+    mutating func note(_ section: String) { if !sections.contains(section) { sections.append(section) } }
+
+    func summary(label: String) -> String {
+        var out: [String] = []
+        let totalCompared = compared.values.reduce(0, +), totalMatched = matched.values.reduce(0, +)
+        let totalSkipped = skipped.values.flatMap(\.values).reduce(0, +)
+        out.append("\(label): \(totalMatched)/\(totalCompared) observations match, \(totalSkipped) lines skipped")
+        for section in sections {
+            let n = compared[section, default: 0], ok = matched[section, default: 0]
+            var line = "\(label) \(section): \(ok)/\(n) match"
+            if let reasons = skipped[section], !reasons.isEmpty {
+                line += "; skipped " + reasons.sorted { $0.key < $1.key }.map { "\($0.value) (\($0.key))" }.joined(separator: ", ")
+            }
+            out.append(line)
+        }
+        if !mismatches.isEmpty {
+            out.append("first differences:")
+            out += mismatches.prefix(20).map { "  " + $0 }
+        }
+        return out.joined(separator: "\n")
+    }
+}
+
+/// Performs each transcript step on the mount, in order, keeping the
+/// machine in the state the guest was in.
+struct Replay {
+    let mount: MountedMachine
+    let lines: [TranscriptLine]
+    var report = ReplayReport()
+    private var index = 0
+    /// The group a `vfio case=` line names: the target of `vfiohold` steps.
+    private var vfioGroup: String?
+    private var vfioCase = 0
+    /// The last device unbound: the privileges section works on its group.
+    private var lastUnbound: String?
+    /// Devices `settype` unbound, with their drivers, to be rebound by the `rebound:` line.
+    private var settypeUnbound: [(String, String)] = []
+
+    init(mount: MountedMachine, lines: [TranscriptLine]) {
+        self.mount = mount
+        self.lines = lines
+    }
+
+    mutating func run() {
+        while index < lines.count {
+            let line = lines[index]
+            report.note(line.section)
+            step(line)
+            index += 1
+        }
+    }
+
+    // MARK: bookkeeping
+
+    private mutating func skip(_ line: TranscriptLine, _ reason: String) {
+        report.skipped[line.section, default: [:]][reason, default: 0] += 1
+    }
+
+    private mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
+        report.compared[line.section, default: 0] += 1
+        if expected == actual {
+            report.matched[line.section, default: 0] += 1
+        } else {
+            report.mismatches.append("line \(line.number) [\(line.section)] \(line.step): expected \(expected), got \(actual)")
+        }
+    }
+
+    // MARK: the mount
+
+    private func p(_ relative: String) -> String { mount.path(relative) }
+    private func typePath(_ group: String) -> String { p("kernel/iommu_groups/\(group)/type") }
+
+    private func type(_ group: String) -> String {
+        switch Syscall.read(typePath(group)) {
+        case .success(let text): return text.hasSuffix("\n") ? String(text.dropLast()) : text
+        case .failure(let e): return "<\(ErrnoName.name(e.code))>"
+        }
+    }
+
+    private func driver(_ device: String) -> String {
+        Syscall.readlink(p("bus/pci/devices/\(device)/driver")).map { String($0.split(separator: "/").last!) } ?? "none"
+    }
+
+    private func group(of device: String) -> String {
+        Syscall.readlink(p("bus/pci/devices/\(device)/iommu_group")).map { String($0.split(separator: "/").last!) } ?? "none"
+    }
+
+    private func members(_ group: String) -> [String] {
+        Syscall.list(p("kernel/iommu_groups/\(group)/devices")).sorted()
+    }
+
+    private func text(_ path: String) -> String {
+        let t = Syscall.text(path) ?? "<unreadable>"
+        return t.hasSuffix("\n") ? String(t.dropLast()) : t
+    }
+
+    /// `ok N`, `ok N short len=L`, `err E` or `err E@open`, as sysw prints one write(2).
+    private func outcome(_ result: Syscall.Outcome, length: Int) -> String {
+        switch result {
+        case .ok(let n): n < length ? "ok \(n) short len=\(length)" : "ok \(n)"
+        case .failed(let e): "err \(ErrnoName.name(e))"
+        }
+    }
+
+    /// One open + one write(2) + close, with the open's failure marked `@open`.
+    private func sysw(_ path: String, _ bytes: [UInt8], flags: Int32 = O_WRONLY, offset: Int? = nil) -> String {
+        let fd = open(path, flags)
+        guard fd >= 0 else { return "err \(ErrnoName.name(errno))@open" }
+        defer { close(fd) }
+        let n = bytes.withUnsafeBytes { b in
+            offset.map { pwrite(fd, b.baseAddress, b.count, off_t($0)) } ?? Glibc.write(fd, b.baseAddress, b.count)
+        }
+        return outcome(n < 0 ? .failed(errno) : .ok(n), length: bytes.count)
+    }
+
+    private func writeText(_ path: String, _ text: String) -> String { sysw(path, Array(text.utf8)) }
+
+    // MARK: steps
+
+    private mutating func step(_ line: TranscriptLine) {
+        let f = line.fields
+        switch line.kind {
+        case "meta", "modload": skip(line, "describes the guest boot")
+        case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
+        case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
+        case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
+        case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
+        case "link": skip(line, "device-side links not compared in this slice")
+        case "misc": skip(line, "misc section not replayed in this slice")
+        case "topology":
+            let dev = f["bdf"]!
+            compare(line, expected: "vendor=\(f["vendor"]!) device=\(f["device"]!) class=\(f["class"]!)",
+                    actual: "vendor=\(text(p("bus/pci/devices/\(dev)/vendor"))) device=\(text(p("bus/pci/devices/\(dev)/device"))) class=\(text(p("bus/pci/devices/\(dev)/class")))")
+        case "pcidev":
+            let dev = String(line.text.split(separator: " ")[1])
+            let expected = line.text.split(separator: " ").dropFirst(2).joined(separator: " ")
+            let actual = "vendor=\(text(p("bus/pci/devices/\(dev)/vendor"))) device=\(text(p("bus/pci/devices/\(dev)/device"))) class=\(text(p("bus/pci/devices/\(dev)/class"))) driver=\(driver(dev)) group=\(group(of: dev)) driver_override=\(text(p("bus/pci/devices/\(dev)/driver_override")))"
+            compare(line, expected: expected, actual: actual)
+        case "group":
+            let g = String(line.text.split(separator: " ")[1])
+            compare(line, expected: "type=\(f["type"]!) devices=\(line.text.components(separatedBy: "devices=")[1])",
+                    actual: "type=\(type(g)) devices=\(members(g).joined(separator: " "))")
+        case "group-begin":
+            let g = f["group"]!
+            compare(line, expected: "devices=\(f["devices"]!) type=\(f["type"]!)",
+                    actual: "devices=\(members(g).joined(separator: ",")) type=\(type(g))")
+        case "group-end", "final":
+            let g = f["group"]!
+            compare(line, expected: "type=\(f["type"]!) drivers=\(f["drivers"]!)",
+                    actual: "type=\(type(g)) drivers=\(members(g).map { "\($0)=\(driver($0))," }.joined())")
+        case "trans-final":
+            let g = f["group"]!
+            let dev = members(g).first!
+            compare(line, expected: "type=\(f["type"]!) driver=\(f["driver"]!)", actual: "type=\(type(g)) driver=\(driver(dev))")
+        case "node": node(line)
+        case "read": read(line)
+        case "write": write(line)
+        case "trans-setup": transSetup(line)
+        case "trans":
+            let g = f["group"]!
+            compare(line, expected: line.result!, actual: writeText(typePath(g), f["to"]!) + "; type=\(type(g))")
+            // The guest script leaves a bound transition with the device
+            // unbound and the type back at the default (its next `bind` line
+            // starts from an unbound device and reads `DMA` back); these
+            // steps print no line.
+            if f["state"] == "bound" {
+                unbindQuietly(f["dev"]!)
+                _ = writeText(typePath(g), "auto")
+            }
+        case "rebind-set":
+            let g = f["group"]!
+            compare(line, expected: line.result!, actual: writeText(typePath(g), f["type"]!) + "; type=\(type(g))")
+        case "settype": settype(line)
+        case "bind":
+            let dev = f["dev"]!, drv = f["driver"]!
+            let r = writeText(p("bus/pci/drivers/\(drv)/bind"), dev)
+            compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev)); type=\(type(group(of: dev)))")
+        case "unbind":
+            let dev = f["dev"]!, drv = f["driver"]!
+            let r = writeText(p("bus/pci/drivers/\(drv)/unbind"), dev)
+            lastUnbound = dev
+            compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev))")
+        case "override":
+            let dev = f["dev"]!
+            let data = line.step.hasSuffix(" clear") ? "\n" : "vfio-pci"
+            let r = writeText(p("bus/pci/devices/\(dev)/driver_override"), data)
+            compare(line, expected: line.result!, actual: "\(r); driver_override=\(text(p("bus/pci/devices/\(dev)/driver_override")))")
+        case "probe":
+            let dev = f["dev"]!
+            let r = writeText(p("bus/pci/drivers_probe"), dev)
+            compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev)); type=\(type(group(of: dev)))")
+        case "priv": privilege(line)
+        case "vfio": vfio(line)
+        default: skip(line, "unknown line kind \(line.kind)")
+        }
+    }
+
+    private mutating func unbindQuietly(_ dev: String) {
+        let drv = driver(dev)
+        if drv != "none" { _ = writeText(p("bus/pci/drivers/\(drv)/unbind"), dev) }
+    }
+
+    /// `trans-setup`: the type is set with the device unbound; for a
+    /// `state=bound` transition the boot driver is bound again afterwards.
+    private mutating func transSetup(_ line: TranscriptLine) {
+        let f = line.fields
+        let g = f["group"]!
+        let next = lines[(index + 1)...].first { $0.kind == "trans" }?.fields
+        let dev = next?["dev"] ?? members(g).first!
+        let drv = driver(dev)
+        unbindQuietly(dev)
+        compare(line, expected: line.result!, actual: writeText(typePath(g), f["set"]!) + "; type=\(type(g))")
+        if next?["state"] == "bound" {
+            let native = drv != "none" ? drv : "e1000e"
+            _ = writeText(p("bus/pci/drivers/\(native)/bind"), dev)
+        }
+    }
+
+    /// `settype group=G type=T (devices unbound) -> R` then `settype group=G rebound: BDF=drv ...`.
+    private mutating func settype(_ line: TranscriptLine) {
+        let f = line.fields
+        let g = f["group"]!
+        if line.text.contains(" rebound:") {
+            let wanted = line.text.components(separatedBy: "rebound: ")[1].split(separator: " ").map { pair in
+                let parts = pair.split(separator: "=")
+                return (String(parts[0]), String(parts[1]))
+            }
+            for (dev, drv) in settypeUnbound { _ = writeText(p("bus/pci/drivers/\(drv)/bind"), dev) }
+            settypeUnbound = []
+            compare(line, expected: wanted.map { "\($0.0)=\($0.1)" }.joined(separator: " "),
+                    actual: wanted.map { "\($0.0)=\(driver($0.0))" }.joined(separator: " "))
+            return
+        }
+        settypeUnbound = members(g).compactMap { dev in
+            let drv = driver(dev)
+            guard drv != "none" else { return nil }
+            _ = writeText(p("bus/pci/drivers/\(drv)/unbind"), dev)
+            return (dev, drv)
+        }
+        compare(line, expected: line.result!, actual: writeText(typePath(g), f["type"]!) + "; type=\(type(g))")
+    }
+
+    /// `write group=G state=S data="..." -> R; type=T`, with the extras' special forms.
+    private mutating func write(_ line: TranscriptLine) {
+        let f = line.fields
+        let g = f["group"]!
+        let spec = String(Transcript.unescape(f["data"]!).map { Character(UnicodeScalar($0)) })
+        let raw = f["data"]!
+        var bytes = Transcript.unescape(raw)
+        var flags = O_WRONLY
+        var offset: Int?
+        if raw == "\"A*5000\"" {
+            bytes = Array(repeating: UInt8(ascii: "A"), count: 5000)
+        } else if let r = spec.range(of: " padded to ") {
+            let count = Int(spec[r.upperBound...].prefix { $0.isNumber })!
+            bytes = Array(Transcript.unescape(String(spec[..<r.lowerBound])))
+            bytes += Array(repeating: 0, count: count - bytes.count)
+        } else if let r = spec.range(of: " pwrite offset=") {
+            bytes = Array(spec[..<r.lowerBound].utf8)
+            offset = Int(spec[r.upperBound...])!
+        } else if let r = spec.range(of: " O_") {
+            bytes = Array(spec[..<r.lowerBound].utf8)
+            let mode = String(spec[spec.index(after: r.lowerBound)...])
+            flags = mode.hasPrefix("O_RDWR") ? O_RDWR
+                : mode.hasPrefix("O_WRONLY+O_TRUNC") ? O_WRONLY | O_TRUNC
+                : mode.hasPrefix("O_WRONLY+O_APPEND") ? O_WRONLY | O_APPEND
+                : O_RDONLY
+        }
+        let r = sysw(typePath(g), bytes, flags: flags, offset: offset)
+        compare(line, expected: line.result!, actual: r + "; type=\(type(g))")
+    }
+
+    /// `read group=G file=F <how>: ok len=N reads=R data="..."`.
+    private mutating func read(_ line: TranscriptLine) {
+        let f = line.fields
+        let g = f["group"]!, file = f["file"]!.replacingOccurrences(of: ":", with: "")
+        guard let colon = line.text.range(of: ": ") else { return skip(line, "unparsed read line") }
+        let how = String(line.text[..<colon.lowerBound])
+        let expected = String(line.text[colon.upperBound...])
+        let path = p("kernel/iommu_groups/\(g)/\(file)")
+        var chunk = 4096
+        var offset: Int?
+        if let c = TranscriptLine.fields(how)["chunk"] { chunk = Int(c)! }
+        if let o = TranscriptLine.fields(how)["pread-offset"] { offset = Int(o)! }
+        compare(line, expected: expected, actual: readOutcome(path, chunk: chunk, offset: offset))
+    }
+
+    /// Reads like the oracle's reader: `chunk`-byte read(2)s until EOF, or one pread.
+    private func readOutcome(_ path: String, chunk: Int = 4096, offset: Int? = nil) -> String {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return "err \(ErrnoName.name(errno))@open" }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var reads = 0
+        var buffer = [UInt8](repeating: 0, count: max(chunk, 4096))
+        while true {
+            let n = offset.map { Glibc.pread(fd, &buffer, 4096, off_t($0)) } ?? Glibc.read(fd, &buffer, chunk)
+            reads += 1
+            if n < 0 { return "err \(ErrnoName.name(errno))" }
+            data += buffer[0..<n]
+            if n == 0 || offset != nil { break }
+        }
+        return "ok len=\(data.count) reads=\(reads) data=\(Transcript.escape(data))"
+    }
+
+    /// `node path=/sys/... kind=K mode=M uid=U gid=G size=S nlink=N [target=...] [content=...]`,
+    /// compared for the kernel/iommu_groups tree only.
+    private mutating func node(_ line: TranscriptLine) {
+        let f = line.fields
+        let sysPath = f["path"]!
+        guard sysPath.hasPrefix("/sys/kernel/iommu_groups") else {
+            return skip(line, "node outside kernel/iommu_groups (dmar0's attributes) not compared in this slice")
+        }
+        let path = p(String(sysPath.dropFirst(5)))
+        guard let st = Syscall.lstat(path) else {
+            return compare(line, expected: line.text, actual: "no such node")
+        }
+        let kind = switch st.st_mode & S_IFMT { case S_IFDIR: "dir"; case S_IFLNK: "lnk"; case S_IFREG: "reg"; default: "other" }
+        var actual = "node path=\(sysPath) kind=\(kind) mode=\(String(format: "%04o", st.st_mode & 0o7777)) uid=\(st.st_uid) gid=\(st.st_gid) size=\(kind == "dir" ? 0 : st.st_size) nlink=\(st.st_nlink)"
+        if kind == "lnk" { actual += " target=\(Transcript.escape(Array((Syscall.readlink(path) ?? "").utf8)))" }
+        if kind == "reg" {
+            switch Syscall.read(path) {
+            case .success(let t): actual += " content=\(Transcript.escape(Array(t.utf8)))"
+            case .failure(let e): actual += " content=err \(ErrnoName.name(e.code))"
+            }
+        }
+        compare(line, expected: line.text, actual: actual)
+    }
+
+    // MARK: VFIO
+
+    private mutating func vfio(_ line: TranscriptLine) {
+        let f = line.fields
+        let body = line.step.dropFirst(5)
+        if body.hasPrefix("case=") {
+            let g = f["group"]
+            if let g, !body.contains(" end ") {
+                vfioGroup = g
+                vfioCase += 1
+                return compare(line, expected: "type=\(f["type"]!)", actual: "type=\(type(g))")
+            }
+            guard let g = vfioGroup else { return skip(line, "vfio case end without a case") }
+            let devs = members(g).filter { driver($0) != "none" || f["drivers"] == nil }
+            var expected = "type=\(f["type"]!)", actual = "type=\(type(g))"
+            if let d = f["driver"] { expected += " driver=\(d)"; actual += " driver=\(driver(members(g).first!))" }
+            if let d = f["drivers"] {
+                expected += " drivers=\(d)"
+                actual += " drivers=\(devs.map { driver($0) }.joined(separator: ","))"
+            }
+            return compare(line, expected: expected, actual: actual)
+        }
+        guard let g = vfioGroup else { return skip(line, "vfio line outside a case") }
+        if body.hasPrefix("vfiohold step=group-set-container") {
+            let r = mount.ctlOutcome(["vfio", "attach", "--container", "c\(vfioCase)", g])
+            return compare(line, expected: line.result!, actual: r)
+        }
+        if body.hasPrefix("vfiohold released") {
+            let r = mount.ctlOutcome(["vfio", "detach", g])
+            return compare(line, expected: "ok 0", actual: r)
+        }
+        if body.hasPrefix("vfiohold") || body.hasPrefix("dev-node") {
+            return skip(line, "/dev/vfio ioctls and nodes other than SET_CONTAINER/release (no /dev/vfio in the mount)")
+        }
+        if body.hasPrefix("held: unbind attempt") { return skip(line, "a note: the guest did not try this") }
+        if body.hasPrefix("state: ") {
+            let pairs = body.dropFirst(7).split(separator: " ").map(String.init)
+            return compare(line, expected: pairs.joined(separator: " "),
+                           actual: pairs.map { "\($0.split(separator: "=")[0])=\(driver(String($0.split(separator: "=")[0])))" }.joined(separator: " "))
+        }
+        if body.hasPrefix("held: ") || body.hasPrefix("released: ") || body.hasPrefix("partial-hold: ") {
+            var expected = "type=\(f["type"]!)", actual = "type=\(type(g))"
+            if let r = line.text.range(of: " read=") {
+                expected += " read=" + line.text[r.upperBound...]
+                actual += " read=" + readOutcome(typePath(g))
+            }
+            return compare(line, expected: expected, actual: actual)
+        }
+        skip(line, "unrecognised vfio line")
+    }
+
+    // MARK: privileges
+
+    private mutating func privilege(_ line: TranscriptLine) {
+        guard let dev = lastUnbound else { return skip(line, "no group for the privilege case") }
+        let g = group(of: dev)
+        let type = typePath(g)
+        let step = String(line.step.dropFirst(5))
+        let words = step.split(separator: " ").map(String.init)
+        let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+
+        if step.hasPrefix("lstat type after") {
+            let expected = String(line.text[line.text.range(of: ": ")!.upperBound...])
+            guard let st = Syscall.lstat(type) else { return compare(line, expected: expected, actual: "no such file") }
+            return compare(line, expected: expected,
+                           actual: "ok mode=\(String(st.st_mode, radix: 8)) uid=\(st.st_uid) gid=\(st.st_gid) size=\(st.st_size) nlink=\(st.st_nlink)")
+        }
+        if step.hasPrefix("root chmod type ") {
+            let r = chmod(type, mode_t(words[3], radix: 8)!) == 0 ? "ok 0" : "err \(ErrnoName.name(errno))"
+            return compare(line, expected: line.result!, actual: r + "; type=\(self.type(g))")
+        }
+        if step.hasPrefix("root chown type ") {
+            let r = chown(type, uid_t(words[3])!, 0) == 0 ? "ok 0" : "err \(ErrnoName.name(errno))"
+            return compare(line, expected: line.result!, actual: r + "; type=\(self.type(g))")
+        }
+        if step.hasPrefix("uid=65534 read ") {
+            let file = p("kernel/iommu_groups/\(g)/\(words[2])")
+            let out = IntegrationTests.run("/usr/bin/setpriv", nobody + ["cat", file])
+            // cat's read count is not observable from outside; the length and the data are.
+            let expected = line.result!.components(separatedBy: "; type=")[0]
+                .replacingOccurrences(of: " reads=2", with: "")
+            let actual = out.status == 0
+                ? "ok len=\(out.stdout.utf8.count) data=\(Transcript.escape(Array(out.stdout.utf8)))" : "err \(out.stderr)"
+            return compare(line, expected: expected + "; type=" + line.result!.components(separatedBy: "; type=")[1],
+                           actual: actual + "; type=\(self.type(g))")
+        }
+        // The writes: who, before or after the open, which file, which data.
+        var setpriv: [String] = []
+        var afterOpen = false
+        if words[0].hasPrefix("uid=65534") || words.contains("(owner") {
+            setpriv = nobody
+            afterOpen = step.hasPrefix("uid=65534(after open)")
+        } else if words[0] == "drop" {
+            let name = words[1].prefix { $0 != "(" }
+            let cap = name == "all" ? "all" : name.lowercased().replacingOccurrences(of: "cap_", with: "")
+            setpriv = ["--bounding-set=-\(cap)", "--inh-caps=-all"]
+            afterOpen = step.contains("(after open)")
+        } else if words[0] != "root" {
+            return skip(line, "unrecognised privilege case")
+        }
+        guard let w = words.firstIndex(of: "write"), w + 1 < words.count else { return skip(line, "unrecognised privilege case") }
+        let target = words[w + 1]
+        let file = target == "reserved_regions" ? p("kernel/iommu_groups/\(g)/reserved_regions") : type
+        let data = target == "reserved_regions" ? "x" : target == "empty" ? "" : target
+        let r: String
+        if setpriv.isEmpty {
+            r = writeText(file, data)
+        } else {
+            r = privWrite(file, data, setpriv: setpriv, afterOpen: afterOpen)
+        }
+        compare(line, expected: line.result!, actual: r + "; type=\(self.type(g))")
+    }
+
+    /// One write by a process with fewer privileges, opening the file
+    /// itself (`afterOpen` false) or inheriting a descriptor root opened.
+    private func privWrite(_ path: String, _ data: String, setpriv: [String], afterOpen: Bool) -> String {
+        let printf = #"printf %s "$2" >&3 || exit 102"#
+        let script: String
+        if afterOpen {
+            script = "exec 3>>\"$1\" || exit 101; /usr/bin/setpriv \(setpriv.joined(separator: " ")) /bin/bash -c '\(printf)' _ \"$1\" \"$2\""
+        } else {
+            script = "/usr/bin/setpriv \(setpriv.joined(separator: " ")) /bin/bash -c 'exec 3>>\"$1\" || exit 101; \(printf)' _ \"$1\" \"$2\""
+        }
+        let out = IntegrationTests.run("/bin/bash", ["-c", script, "_", path, data])
+        let name = ErrnoName.fromMessage(out.stderr) ?? "?(\(out.stderr))"
+        switch out.status {
+        case 0: return "ok \(data.utf8.count)"
+        case 101: return "err \(name)@open"
+        case 102: return "err \(name)"
+        default: return "exit \(out.status): \(out.stderr)"
+        }
+    }
+}
+
+extension MountedMachine {
+    /// `iommufs ctl --mount ROOT ARGS`: `ok 0`, or `err ERRNO` from `iommufs: ERRNO: ...`.
+    func ctlOutcome(_ arguments: [String]) -> String {
+        let out = run(Self.binary, ["ctl", "--mount", root] + arguments)
+        if out.status == 0 { return "ok 0" }
+        let name = out.stderr.split(separator: ":").dropFirst().first.map { $0.trimmingCharacters(in: .whitespaces) }
+        return "err \(name ?? out.stderr)"
+    }
+}
