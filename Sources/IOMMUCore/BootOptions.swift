@@ -48,7 +48,7 @@ public struct BootOptions: Sendable, Equatable {
 
     /// The global default type before IOMMU drivers initialise, and the
     /// `iommu:` lines `iommu_subsys_init` prints.
-    func subsystemDefault() -> (type: DomainType, strict: Bool, log: [String]) {
+    func subsystemDefault(profile: KernelProfile = .current) -> (type: DomainType, strict: Bool, log: [String]) {
         var log: [String] = []
         var identity: Bool
         if let passthrough {
@@ -62,11 +62,14 @@ public struct BootOptions: Sendable, Equatable {
         }
         let isStrict = strict ?? (configDefault == .strict)
         let type: DomainType = identity ? .identity : (isStrict ? .dma : .dmaFQ)
-        let viaCommandLine = passthrough != nil ? " (set via kernel command line)" : ""
-        log.append("iommu: Default domain type: \(type.logName)\(viaCommandLine)")
+        // v6.1 printed "%s %s": the space stays when the suffix is empty.
+        func suffix(_ viaCommandLine: Bool) -> String {
+            profile.bootLogSpacedSuffix ? (viaCommandLine ? " (set via kernel command line)" : " ")
+                : (viaCommandLine ? " (set via kernel command line)" : "")
+        }
+        log.append("iommu: Default domain type: \(type.logName)\(suffix(passthrough != nil))")
         if !identity {
-            let strictSuffix = strict != nil ? " (set via kernel command line)" : ""
-            log.append("iommu: DMA domain TLB invalidation policy: \(isStrict ? "strict" : "lazy") mode\(strictSuffix)")
+            log.append("iommu: DMA domain TLB invalidation policy: \(isStrict ? "strict" : "lazy") mode\(suffix(strict != nil))")
         }
         return (type, isStrict, log)
     }

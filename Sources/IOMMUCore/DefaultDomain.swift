@@ -137,8 +137,92 @@ extension IOMMUGroup {
         guard let domain = s.defaultDomain, domain.type.isDMA, !domain.isDMAInitialised,
               let unit = s.devices.first?.device.unit else { return }
         domain.isDMAInitialised = true
-        if domain.type == .dmaFQ && (!unit.abilities.deferredFlush || subsystem.initFlushQueue(domain) != nil) {
+        let canDefer = unit.abilities.deferredFlush || !subsystem.profile.checksDeferredFlushCapability
+        if domain.type == .dmaFQ && (!canDefer || subsystem.initFlushQueue(domain) != nil) {
             domain.type = .dma
         }
+    }
+
+    // MARK: Up to v6.3 (KernelProfile.singletonTypeStore, §11)
+
+    /// `iommu_change_dev_def_domain`: the part of a `type` store that runs
+    /// under the group's mutex, for the group's only device. On failure the
+    /// group keeps its old default domain.
+    func changeDeviceDefaultDomain(_ s: inout GroupState, _ device: Device, target: DomainType?) -> Errno? {
+        guard s.domain === s.defaultDomain else {
+            subsystem.log.append(device.logPrefix + "Group not assigned to default domain")
+            return .resourceBusy
+        }
+        guard s.devices.count == 1 else {
+            subsystem.log.append(device.logPrefix + "Cannot change default domain: Group has more than one device")
+            return .invalidArgument
+        }
+        guard s.devices[0].device === device else {
+            subsystem.log.append(device.logPrefix + "Cannot change default domain: Device has been changed")
+            return .resourceBusy
+        }
+        guard let old = s.defaultDomain else { return .invalidArgument }
+        // iommu_get_def_domain_type: untrusted devices need DMA.
+        let wish = device.untrusted ? .dma : device.domainWish
+        let type: DomainType
+        if let target {
+            if let wish, wish != target {
+                subsystem.log.append(device.logPrefix + "Device cannot be in \(target.logName) domain")
+                return .invalidArgument
+            }
+            type = target
+        } else {
+            type = wish ?? subsystem.defaultDomainType
+        }
+        if old.type == type { return nil }
+        // A flush queue can be brought up without tearing the domain down.
+        if type == .dmaFQ && old.type == .dma {
+            if let error = subsystem.initFlushQueue(old) { return error }
+            old.type = .dmaFQ
+            return nil
+        }
+        guard let domain = allocateWithDMAFallback(&s, type) else { return Errno.noMemory }
+        s.defaultDomain = domain
+        if let error = setGroupDomain(&s, domain, mustSucceed: false) {
+            s.defaultDomain = old
+            return error
+        }
+        // probe_finalize: DMA ops for the new domain.
+        setUpDMAOps(&s)
+        return nil
+    }
+
+    /// `probe_alloc_default_domain` (up to v6.4): the first member's wish
+    /// (DMA if untrusted); a member wishing otherwise is logged and the
+    /// group takes the global default type. Allocation falls back to DMA.
+    func setUpProbedDomainWithoutConflicts(_ s: inout GroupState) -> Errno? {
+        var first: Device?
+        var type: DomainType?
+        for member in s.devices {
+            let device = member.device
+            guard let wish = device.untrusted ? .dma : device.domainWish else { continue }
+            if let current = type, current != wish, let first {
+                subsystem.log.append(device.logPrefix + "Device needs domain type \(wish.logName), but device \(first.address) in the same iommu group requires type \(current.logName) - using default")
+                type = nil
+            }
+            if first == nil {
+                first = device
+                type = wish
+            }
+        }
+        guard let domain = allocateWithDMAFallback(&s, type ?? subsystem.defaultDomainType) else { return Errno.noMemory }
+        s.defaultDomain = domain
+        return setGroupDomain(&s, domain, mustSucceed: true)
+    }
+
+    /// `iommu_group_alloc_default_domain` up to v6.4: a new domain of
+    /// `type`, else (unless `type` is DMA) a DMA domain with a warning; nil
+    /// (→ ENOMEM) when neither can be had.
+    private func allocateWithDMAFallback(_ s: inout GroupState, _ type: DomainType) -> Domain? {
+        guard let unit = s.devices.first?.device.unit else { return nil }
+        if case .success(let domain) = subsystem.allocateDomain(type, on: unit, at: .domainAlloc) { return domain }
+        guard type != .dma, case .success(let domain) = subsystem.allocateDomain(.dma, on: unit, at: .domainAlloc) else { return nil }
+        subsystem.log.append("iommu: Failed to allocate default IOMMU domain of type \(type.rawValue) for group \(s.name ?? "(null)") - Falling back to IOMMU_DOMAIN_DMA")
+        return domain
     }
 }

@@ -71,7 +71,7 @@ public final class Machine: Sendable {
             }
         }
 
-        var (defaultType, _, bootLines) = spec.boot.subsystemDefault()
+        var (defaultType, _, bootLines) = spec.boot.subsystemDefault(profile: profile)
         bootLines.forEach(log.append)
         var strictnessLogged: Set<IOMMUDriverAbilities.Family> = []
         for unit in spec.units where unit.abilities.forcesStrict {
@@ -189,6 +189,9 @@ public final class Machine: Sendable {
             state.driverOverride = nil
         }
         let group = device.group
+        if let group, subsystem.profile.logsGroupRemoval {
+            subsystem.log.append(device.logPrefix + "Removing from iommu group \(group.id)")
+        }
         let emptied = group?.leave(device) ?? false
         registry.withLock { r in
             r.devices.removeAll { $0 === device }
@@ -285,7 +288,9 @@ extension IOMMUGroup {
     fileprivate func setUpProbedDomain() {
         state.withLock { s in
             guard s.devices.first?.device.unit != nil else { return }
-            if setupDefaultDomain(&s, target: nil) == nil { setUpDMAOps(&s) }
+            let error = subsystem.profile.bootConflictUsesDefault
+                ? setUpProbedDomainWithoutConflicts(&s) : setupDefaultDomain(&s, target: nil)
+            if error == nil { setUpDMAOps(&s) }
         }
     }
 }

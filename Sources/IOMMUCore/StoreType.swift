@@ -21,6 +21,7 @@ extension IOMMUGroup {
         else if sysfsStreq(buffer, "auto") { target = nil }
         else { return .failure(.invalidArgument) }
 
+        if subsystem.profile.singletonTypeStore { return storeTypeOfSingleton(target, count: buffer.count) }
         return state.withLock { s -> Result<Int, Errno> in
             // A flush queue can be brought up without tearing the domain
             // down: no ownership, emptiness or device check on this path.
@@ -39,6 +40,35 @@ extension IOMMUGroup {
                 subsystem.events.emit(.typeChanged(group: id, from: before, to: after))
             }
             return .success(buffer.count)
+        }
+    }
+}
+
+extension IOMMUGroup {
+    /// Up to v6.3, after the token: the group must hold exactly one device,
+    /// whose lock is taken; a bound driver (any, VFIO's and pcieport too)
+    /// refuses every change but the live DMA→DMA-FQ upgrade. The rest runs
+    /// under the group's mutex (`iommu_change_dev_def_domain`).
+    private func storeTypeOfSingleton(_ target: DomainType?, count: Int) -> Result<Int, Errno> {
+        let device = state.withLock { s in s.devices.count == 1 ? s.devices[0].device : nil }
+        guard let device else {
+            subsystem.log.append("iommu: Cannot change default domain: Group has more than one device")
+            return .failure(.invalidArgument)
+        }
+        return device.lock.withLock { _ -> Result<Int, Errno> in
+            let liveUpgrade = target == .dmaFQ && state.withLock { $0.defaultDomain?.type == .dma }
+            if device.driver != nil && !liveUpgrade {
+                subsystem.log.append("iommu: Device is still bound to driver")
+                return .failure(.resourceBusy)
+            }
+            return state.withLock { s -> Result<Int, Errno> in
+                let before = s.defaultDomain?.type
+                if let error = changeDeviceDefaultDomain(&s, device, target: target) { return .failure(error) }
+                if let before, let after = s.defaultDomain?.type, before != after {
+                    subsystem.events.emit(.typeChanged(group: id, from: before, to: after))
+                }
+                return .success(count)
+            }
         }
     }
 }

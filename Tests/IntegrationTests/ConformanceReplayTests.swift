@@ -10,18 +10,27 @@ import Testing
 
     @Test("Linux 6.12 transcript on qemu-q35-vtd with --profile linux-6.12")
     func linux612() throws {
-        let path = Self.oracleDirectory + "/6.12-default.txt"
+        try replay(file: "6.12-default.txt", profile: "linux-6.12", label: "6.12")
+    }
+
+    @Test("Linux 6.1 transcript on qemu-q35-vtd with --profile linux-6.1")
+    func linux61() throws {
+        try replay(file: "6.1-default.txt", profile: "linux-6.1", label: "6.1")
+    }
+
+    private func replay(file: String, profile: String, label: String) throws {
+        let path = Self.oracleDirectory + "/" + file
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             print("conformance: \(path) not found; skipped")
             return
         }
-        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", "linux-6.12"]) { m in
+        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", profile]) { m in
             var replay = Replay(mount: m, lines: Transcript.parse(text))
             replay.run()
             return replay.report
         }
-        print(report.summary(label: "6.12"))
-        #expect(report.mismatches.isEmpty, "\(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+        print(report.summary(label: label))
+        #expect(report.mismatches.isEmpty, "\(label): \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
     }
 }
 
@@ -160,8 +169,8 @@ struct Replay {
         case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
         case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
         case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
-        case "link": skip(line, "device-side links not compared in this slice")
-        case "misc": skip(line, "misc section not replayed in this slice")
+        case "link": link(line)
+        case "misc": misc(line)
         case "topology":
             let dev = f["bdf"]!
             compare(line, expected: "vendor=\(f["vendor"]!) device=\(f["device"]!) class=\(f["class"]!)",
@@ -360,6 +369,78 @@ struct Replay {
             }
         }
         compare(line, expected: line.text, actual: actual)
+    }
+
+    /// `link dev=BDF iommu_group=T iommu=T driver=T`: readlink of the device's links (`<none>` when absent).
+    private mutating func link(_ line: TranscriptLine) {
+        let f = line.fields
+        let words = line.step.split(separator: " ")
+        if f["dev"] == nil, words.count == 2, words[1].hasPrefix("/sys/"), let target = line.result {
+            // `link /sys/PATH -> TARGET`: one readlink.
+            return compare(line, expected: target, actual: Syscall.readlink(p(String(words[1].dropFirst(5)))) ?? "<none>")
+        }
+        guard let dev = f["dev"] else { return skip(line, "unparsed link line") }
+        let names = ["iommu_group", "iommu", "driver"]
+        let actual = names.map { name in
+            "\(name)=\(Syscall.readlink(p("bus/pci/devices/\(dev)/\(name)")) ?? "<none>")"
+        }
+        compare(line, expected: names.map { "\($0)=\(f[$0] ?? "?")" }.joined(separator: " "),
+                actual: actual.joined(separator: " "))
+    }
+
+    /// `misc <operation> <path under /sys/kernel> -> R`: tree mutations,
+    /// truncate, opens and lstat, on the group the guest used (10).
+    private mutating func misc(_ line: TranscriptLine) {
+        let step = String(line.step.dropFirst(5))
+        let words = step.split(separator: " ").map(String.init)
+        func k(_ relative: String) -> String { p("kernel/" + relative) }
+        func errnoOutcome(_ rc: Int32) -> String { rc == 0 ? "ok 0" : "err \(ErrnoName.name(errno))" }
+        if line.result == nil, step.hasPrefix("type=") {
+            let f = line.fields
+            let dev = members("10").first ?? "none"
+            return compare(line, expected: "type=\(f["type"]!) driver=\(f["driver"]!)",
+                           actual: "type=\(type("10")) driver=\(driver(dev))")
+        }
+        guard let expected = line.result, words.count >= 2 else { return skip(line, "unrecognised misc line") }
+        let actual: String
+        switch words[0] {
+        case "mkdir": actual = errnoOutcome(mkdir(k(words[1]), 0o755))
+        case "rmdir": actual = errnoOutcome(rmdir(k(words[1])))
+        case "create":
+            let fd = open(k(words[1]), O_WRONLY | O_CREAT | O_EXCL, 0o644)
+            if fd >= 0 { close(fd) }
+            actual = fd >= 0 ? "ok 0" : "err \(ErrnoName.name(errno))"
+        case "unlink": actual = errnoOutcome(unlink(k(words[1])))
+        case "symlink": actual = errnoOutcome(symlink("type", k(words[1])))
+        case "rename":
+            let names = words[1].components(separatedBy: "->")
+            actual = errnoOutcome(rename(k("iommu_groups/10/" + names[0]), k("iommu_groups/10/" + names[1])))
+        case "truncate": actual = errnoOutcome(truncate(k("iommu_groups/10/" + words[1]), off_t(words[2])!))
+        case "open":
+            // `open dir O_WRONLY|O_DIRECTORY PATH`
+            let fd = open(k(words.last!), O_WRONLY | O_DIRECTORY)
+            if fd >= 0 { close(fd) }
+            actual = fd >= 0 ? "ok 0" : "err \(ErrnoName.name(errno))"
+        case "write":
+            // `write to [dir|nonexistent] PATH [(note)]`
+            guard let path = words.dropFirst(2).first(where: { $0.hasPrefix("iommu_groups/") }) else {
+                return skip(line, "unrecognised misc write")
+            }
+            actual = sysw(k(path), Array("DMA".utf8))
+        case "read":
+            guard let path = words.first(where: { $0.hasPrefix("iommu_groups/") }) else { return skip(line, "unrecognised misc read") }
+            let fd = open(k(path), O_RDONLY)
+            if fd >= 0 { close(fd) }
+            actual = fd >= 0 ? "ok" : "err \(ErrnoName.name(errno))@open"
+        case "lstat":
+            guard let st = Syscall.lstat(k(words[1])) else {
+                actual = "err \(ErrnoName.name(errno))"
+                break
+            }
+            actual = "ok mode=\(String(st.st_mode, radix: 8)) uid=\(st.st_uid) gid=\(st.st_gid) size=\(st.st_size) nlink=\(st.st_nlink)"
+        default: return skip(line, "unrecognised misc line")
+        }
+        compare(line, expected: expected, actual: actual)
     }
 
     // MARK: VFIO
