@@ -45,9 +45,13 @@ extension Machine {
         let address = PCIAddress(domain: pf.address.domain, bus: UInt8(rid >> 8),
                                  device: UInt8((rid >> 3) & 0x1f), function: UInt8(rid & 7))
         let parentPath = String(pf.sysfsPath[..<pf.sysfsPath.lastIndex(of: "/")!])
+        // The unit-wide MSI window (`get_resv_regions` gives it to every
+        // device of the unit) comes with the VF; the PF's own direct
+        // regions (RMRRs name devices) do not.
+        let unitRegions = pf.reservedRegions.filter { $0.kind == .msi || $0.kind == .softwareMSI }
         let spec = MachineSpec.DeviceSpec(
             address: address, vendorID: pf.vendorID, deviceID: sriov.vfDeviceID, classCode: pf.classCode,
-            unit: pf.unit?.name, group: "vf " + address.description, nativeDriver: sriov.vfDriver,
+            unit: pf.unit?.name, group: "vf " + address.description, reservedRegions: unitRegions, nativeDriver: sriov.vfDriver,
             ats: pf.ats, resetMethods: ["flr"], resetDuration: pf.resetDuration, physicalFunction: pf.address)
         guard let (vf, group, isNew) = try? join(spec, parentPath + "/" + address.description) else { return }
         pf.lock.withLock { $0.virtualFunctions.append(vf) }

@@ -64,11 +64,81 @@ extension Topology {
     }
     """#
 
+    /// The oracle's second machine ("alt", /work/shared/oracle/README.md
+    /// "Second machine"): the same QEMU 7.2 q35 and caching-mode VT-d, with
+    /// six ACS root ports RA1-RA6; an x3130 switch behind RA1 whose two
+    /// downstream ports lack ACS, so each NVMe shares its port's group; an
+    /// SR-IOV NVMe PF behind RA2 (3 VFs, offset 1, stride 1, VF device
+    /// 0x0010, VFs driven by nvme); a 3-function device behind RA3 (one
+    /// group at boot); the hotplug NIC behind RA4; virtio-blk behind RA5;
+    /// and a driverless pci-testdev behind RA6. Reset methods are the
+    /// transcript's `reset_method` values (none on root ports, the host
+    /// bridge and ICH9). Group labels are the booted ids.
+    public static let qemuQ35AltJSON = #"""
+    {
+      "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full oracle.machine=alt oracle.scenario=pci",
+                  "config_default": "lazy" },
+      "iommu_units": [
+        { "name": "dmar0", "family": "intel", "forces_strict": true,
+          "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
+      ],
+      "devices": [
+        { "address": "0000:00:00.0", "vendor": "0x8086", "device": "0x29c0", "class": "0x060000",
+          "iommu": "dmar0", "group": 0, "reset_methods": [] },
+        { "address": "0000:00:01.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 1, "driver": "pcieport", "reset_methods": [] },
+        { "address": "0000:00:02.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 2, "driver": "pcieport", "reset_methods": [] },
+        { "address": "0000:00:03.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 3, "driver": "pcieport", "reset_methods": [] },
+        { "address": "0000:00:04.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 4, "driver": "pcieport", "reset_methods": [] },
+        { "address": "0000:00:05.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 5, "driver": "pcieport", "reset_methods": [] },
+        { "address": "0000:00:06.0", "vendor": "0x1b36", "device": "0x000c", "class": "0x060400",
+          "iommu": "dmar0", "group": 6, "driver": "pcieport", "reset_methods": [] },
+        { "address": "0000:00:1f.0", "vendor": "0x8086", "device": "0x2918", "class": "0x060100",
+          "iommu": "dmar0", "group": 7, "reset_methods": [],
+          "reserved_regions": [ { "start": "0x0", "end": "0xffffff", "type": "direct-relaxable" } ] },
+        { "address": "0000:00:1f.2", "vendor": "0x8086", "device": "0x2922", "class": "0x010601",
+          "iommu": "dmar0", "group": 7, "driver": "ahci", "reset_methods": [] },
+        { "address": "0000:00:1f.3", "vendor": "0x8086", "device": "0x2930", "class": "0x0c0500",
+          "iommu": "dmar0", "group": 7, "reset_methods": [] },
+        { "address": "0000:01:00.0", "vendor": "0x104c", "device": "0x8232", "class": "0x060400",
+          "parent": "0000:00:01.0", "iommu": "dmar0", "group": 8, "driver": "pcieport", "reset_methods": ["flr", "bus"] },
+        { "address": "0000:02:00.0", "vendor": "0x104c", "device": "0x8233", "class": "0x060400",
+          "parent": "0000:01:00.0", "iommu": "dmar0", "group": 9, "driver": "pcieport", "reset_methods": ["flr", "bus"] },
+        { "address": "0000:02:01.0", "vendor": "0x104c", "device": "0x8233", "class": "0x060400",
+          "parent": "0000:01:00.0", "iommu": "dmar0", "group": 10, "driver": "pcieport", "reset_methods": ["flr"] },
+        { "address": "0000:03:00.0", "vendor": "0x1b36", "device": "0x0010", "class": "0x010802",
+          "parent": "0000:02:00.0", "iommu": "dmar0", "group": 9, "driver": "nvme", "reset_methods": ["flr", "bus"] },
+        { "address": "0000:04:00.0", "vendor": "0x1b36", "device": "0x0010", "class": "0x010802",
+          "parent": "0000:02:01.0", "iommu": "dmar0", "group": 10, "driver": "nvme", "reset_methods": ["flr", "bus"] },
+        { "address": "0000:05:00.0", "vendor": "0x1b36", "device": "0x0010", "class": "0x010802",
+          "parent": "0000:00:02.0", "iommu": "dmar0", "group": 11, "driver": "nvme", "reset_methods": ["flr", "bus"],
+          "sriov": { "total_vfs": 3, "offset": 1, "stride": 1, "vf_device": "0x0010", "vf_driver": "nvme" } },
+        { "address": "0000:06:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
+          "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "e1000e", "reset_methods": ["pm", "bus"] },
+        { "address": "0000:06:00.1", "vendor": "0x1af4", "device": "0x1041", "class": "0x020000",
+          "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "virtio-pci", "reset_methods": ["flr", "pm"] },
+        { "address": "0000:06:00.2", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
+          "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "e1000e", "reset_methods": ["pm"] },
+        { "address": "0000:07:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
+          "parent": "0000:00:04.0", "iommu": "dmar0", "group": 13, "driver": "e1000e", "reset_methods": ["pm", "bus"] },
+        { "address": "0000:08:00.0", "vendor": "0x1af4", "device": "0x1042", "class": "0x010000",
+          "parent": "0000:00:05.0", "iommu": "dmar0", "group": 14, "driver": "virtio-pci", "reset_methods": ["flr", "pm", "bus"] },
+        { "address": "0000:09:00.0", "vendor": "0x1b36", "device": "0x0005", "class": "0x00ff00",
+          "parent": "0000:00:06.0", "iommu": "dmar0", "group": 15, "reset_methods": ["bus"] }
+      ]
+    }
+    """#
+
     /// Machines `iommufs mount --machine NAME` serves, by name: `default`
     /// (the embedded desktop) and the oracle's machines.
     public static let builtinMachines: [(name: String, summary: String, json: String)] = [
         ("default", "the embedded desktop machine (eight groups)", defaultMachineJSON),
         ("qemu-q35-vtd", "the oracle's QEMU q35 with caching-mode VT-d (16 groups, all DMA)", qemuQ35VTdJSON),
+        ("qemu-q35-alt", "the oracle's second q35: switch, SR-IOV NVMe, 3-function device (16 groups)", qemuQ35AltJSON),
     ]
 
     /// The built-in machine called `name` as a document, nil for an unknown name.
