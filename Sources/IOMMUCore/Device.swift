@@ -69,7 +69,8 @@ public final class Device: Sendable {
         self.attachDeferred = attachDeferred
         var sorted: [ReservedRegion] = []
         for region in reservedRegions { ReservedRegion.insert(region, into: &sorted) }
-        self.reservedRegions = sorted
+        // Keep the caller's storage when it was already in kernel order.
+        self.reservedRegions = sorted == reservedRegions ? reservedRegions : sorted
     }
 
     /// `dev->iommu->require_direct`: firmware asked for a 1:1 mapping, so the

@@ -29,6 +29,9 @@ public struct MachineSpec: Sendable {
         public var resetMethods: [String]
         /// How long a reset takes.
         public var resetDuration: Duration
+        /// One shared array for the common default (a big machine has
+        /// 100,000 devices; an array literal per device would allocate each).
+        private static let functionLevelReset = ["flr"]
         public var sriov: SRIOVSpec?
         /// For a VF: its PF.
         public var physicalFunction: PCIAddress?
@@ -56,7 +59,7 @@ public struct MachineSpec: Sendable {
             self.ats = ats
             // Bridges and host bridges have no function reset here (as on QEMU's
             // root ports); endpoints do FLR unless told otherwise.
-            self.resetMethods = resetMethods ?? (classCode >> 16 == 0x06 ? [] : ["flr"])
+            self.resetMethods = resetMethods ?? (classCode >> 16 == 0x06 ? [] : Self.functionLevelReset)
             self.resetDuration = resetDuration
             self.sriov = sriov
             self.physicalFunction = physicalFunction
