@@ -226,7 +226,7 @@ final class CacheNotifier: CacheInvalidator {
             guard isCached(key.parent) else { continue }
             switch change {
             case .removed(let child):
-                if let node = tree.node(child), node.isRemoved, node.directory != nil {
+                if let node = tree.nodeIfPresent(child), node.isRemoved, node.directory != nil {
                     deleteCachedContents(of: node, &reported)
                 }
                 sendDelete(parent: key.parent, child: child, name: key.name, &reported)
@@ -327,11 +327,15 @@ final class NotificationProgress: @unchecked Sendable {
     private var stopped = false
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    /// The number of the calling thread's latest reported change.
-    private var latestOfThread = pthread_key_t()
+    /// The number of the calling thread's latest reported change (a `let`:
+    /// read on every write, without an exclusivity check).
+    private let latestOfThread: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
 
     init() {
-        pthread_key_create(&latestOfThread, nil)
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)

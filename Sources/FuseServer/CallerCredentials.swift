@@ -41,35 +41,63 @@ final class RequestCaller: Credentials {
 
     private func capabilitiesInServerNamespace() -> UInt64 {
         // capget(pid 0) would describe this server, not the caller.
-        guard tid > 0, let serverNamespace,
-              NamespaceIdentity(ofTask: tid) == serverNamespace else { return 0 }
+        // capget first: it is the cheaper call, and a caller without any
+        // capability needs no namespace check.
         var effective: UInt64 = 0
-        return cfuse_effective_caps(tid, &effective) == 0 ? effective : 0
+        guard tid > 0, let serverNamespace, cfuse_effective_caps(tid, &effective) == 0, effective != 0,
+              NamespaceIdentity(ofTask: tid) == serverNamespace else { return 0 }
+        return effective
     }
 }
 
-/// A user namespace, identified as `/proc/PID/ns/user` identifies it: by the
-/// device and inode of the nsfs file.
+/// A user namespace, identified by its inode number in nsfs (all namespaces
+/// live on the one nsfs superblock, so the number alone identifies one).
+///
+/// It is read with readlink(2) of `/proc/<tid>/ns/user` ("user:[4026531837]"),
+/// relative to a descriptor of /proc kept open: this runs on every write,
+/// and readlink names the namespace without opening it, which is less than
+/// half the cost of stat(2) following the link (measured 2.2 µs against
+/// 5.3 µs).
 struct NamespaceIdentity: Equatable, Sendable {
-    let device: UInt64
     let inode: UInt64
+
+    /// /proc, opened once; -1 if it could not be.
+    private static let proc: Int32 = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
 
     /// The user namespace of thread `tid`, or of this process for nil; nil
     /// when the task is gone or its namespace cannot be inspected.
     init?(ofTask tid: pid_t?) {
-        var st = stat()
-        let found = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { path in
-            Self.writeNamespacePath(of: tid, into: path)
-            return stat(path.baseAddress!, &st) == 0
+        let inode: UInt64? = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 96) { scratch in
+            let path = scratch.baseAddress!
+            let relative = Self.proc >= 0
+            Self.writeNamespacePath(of: tid, relative: relative, into: scratch)
+            let target = path + 48
+            let n = relative ? readlinkat(Self.proc, path, target, 47) : readlink(path, target, 47)
+            guard n > 0 else { return nil }
+            return Self.parseInode(UnsafeRawBufferPointer(start: target, count: n))
         }
-        guard found else { return nil }
-        device = UInt64(st.st_dev)
-        inode = UInt64(st.st_ino)
+        guard let inode else { return nil }
+        self.inode = inode
     }
 
-    /// Writes "/proc/self/ns/user" or "/proc/<tid>/ns/user", NUL-terminated,
-    /// without building a Swift String (this runs on the write path).
-    private static func writeNamespacePath(of tid: pid_t?, into path: UnsafeMutableBufferPointer<CChar>) {
+    /// The number in "user:[N]".
+    private static func parseInode(_ text: UnsafeRawBufferPointer) -> UInt64? {
+        guard let open = text.firstIndex(of: UInt8(ascii: "[")) else { return nil }
+        var value: UInt64 = 0
+        var digits = 0
+        for byte in text[(open + 1)...] {
+            if byte == UInt8(ascii: "]") { return digits > 0 ? value : nil }
+            guard byte >= 48, byte <= 57 else { return nil }
+            value = value &* 10 &+ UInt64(byte - 48)
+            digits += 1
+        }
+        return nil
+    }
+
+    /// Writes "[/proc/]self/ns/user" or "[/proc/]<tid>/ns/user",
+    /// NUL-terminated, without building a Swift String (this runs on the
+    /// write path).
+    private static func writeNamespacePath(of tid: pid_t?, relative: Bool, into path: UnsafeMutableBufferPointer<CChar>) {
         var length = 0
         func append(_ bytes: StaticString) {
             for byte in UnsafeBufferPointer(start: bytes.utf8Start, count: bytes.utf8CodeUnitCount) {
@@ -77,7 +105,7 @@ struct NamespaceIdentity: Equatable, Sendable {
                 length += 1
             }
         }
-        append("/proc/")
+        if !relative { append("/proc/") }
         if let tid {
             var digits = 1
             var rest = tid

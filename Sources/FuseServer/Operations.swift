@@ -51,12 +51,27 @@ enum Operations {
 /// Negotiates the request-saving options of the C floor: O_TRUNC travels
 /// with OPEN (no SETATTR per `echo > file`); no readdirplus (a listing would
 /// stat every entry); no writeback cache (every write must reach a store).
+///
+/// And kernel caching, as the floor's `--kcache`, kept correct by the cache
+/// notifier: link targets are cached (`FUSE_CAP_CACHE_SYMLINKS`; a target
+/// never changes, a changed link is a new inode), and, where the kernel can
+/// do without OPENDIR (`FUSE_CAP_NO_OPENDIR_SUPPORT`), OPENDIR answers
+/// ENOSYS once, after which the kernel sends no OPENDIR/RELEASEDIR and keeps
+/// listings in its cache. The notifier's `notify_inval_inode` on a changed
+/// directory drops its cached listing; with `FUSE_CAP_AUTO_INVAL_DATA` the
+/// kernel also compares the directory's mtime (bumped by every change) with
+/// the one its listing was made at, which covers a listing that raced with
+/// the change.
 private func opInit(_ userdata: UnsafeMutableRawPointer?, _ conn: UnsafeMutablePointer<fuse_conn_info>?) {
     guard let conn else { return }
-    if conn.pointee.capable & UInt32(FUSE_CAP_ATOMIC_O_TRUNC) != 0 {
-        conn.pointee.want |= UInt32(FUSE_CAP_ATOMIC_O_TRUNC)
+    for capability in [FUSE_CAP_ATOMIC_O_TRUNC, FUSE_CAP_CACHE_SYMLINKS, FUSE_CAP_AUTO_INVAL_DATA]
+    where conn.pointee.capable & UInt32(capability) != 0 {
+        conn.pointee.want |= UInt32(capability)
     }
     conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_WRITEBACK_CACHE)
+    if let userdata, conn.pointee.capable & UInt32(FUSE_CAP_NO_OPENDIR_SUPPORT) != 0 {
+        Unmanaged<ServerContext>.fromOpaque(userdata).takeUnretainedValue().kernelCachesListings()
+    }
 }
 
 // MARK: - Names and attributes
@@ -66,21 +81,28 @@ private func opLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePo
     guard let directory = context.tree.node(parent) else { return replyError(req, ENOENT) }
     guard let entries = directory.directory else { return replyError(req, ENOTDIR) }
     // A removed node stays in its removed parent's entries; kernfs' lookup
-    // skips inactive nodes.
-    guard let name, let child = entries.child(named: String(cString: name)), !child.isRemoved else {
+    // skips inactive nodes. The lookup is counted before the reply (a node
+    // removed meanwhile is not counted and answers ENOENT), and uncounted
+    // if the reply did not reach the kernel.
+    guard let name, let child = entries.child(named: String(cString: name)), child.acquireLookup() else {
         return replyError(req, ENOENT)
     }
     var entry = context.entry(for: child)
-    fuse_reply_entry(req, &entry)
+    if fuse_reply_entry(req, &entry) != 0 { context.tree.forget(child.ino, count: 1) }
 }
 
-/// Nodes live as long as the tree in this version, so there is nothing to
-/// drop when the kernel forgets an inode.
+/// The kernel dropped its references to an inode: a removed node is freed
+/// once it has none left (nodes still in the tree live as long as it).
 private func opForget(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ nlookup: UInt64) {
+    ServerContext.of(req).tree.forget(ino, count: nlookup)
     fuse_reply_none(req)
 }
 
 private func opForgetMulti(_ req: fuse_req_t?, _ count: Int, _ forgets: UnsafeMutablePointer<fuse_forget_data>?) {
+    let tree = ServerContext.of(req).tree
+    if let forgets {
+        for i in 0..<count { tree.forget(forgets[i].ino, count: forgets[i].nlookup) }
+    }
     fuse_reply_none(req)
 }
 
@@ -131,13 +153,12 @@ private func truncationRefusal(_ node: Node) -> Int32? {
 
 /// A removed link answers ENOENT, as the path to it does on sysfs (the
 /// kernel reaches it only through a dentry it has not been told about yet).
+/// The target is computed here, once per link inode: the kernel caches it.
 private func opReadlink(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
     guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
-    guard let symlink = node.symlink else { return replyError(req, EINVAL) }
-    guard !node.isRemoved else { return replyError(req, ENOENT) }
-    symlink.cTarget.withUnsafeBufferPointer { target in
-        _ = fuse_reply_readlink(req, target.baseAddress)
-    }
+    guard node.symlink != nil else { return replyError(req, EINVAL) }
+    guard !node.isRemoved, let target = node.linkTarget else { return replyError(req, ENOENT) }
+    _ = target.withCString { fuse_reply_readlink(req, $0) }
 }
 
 private func opStatfs(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
@@ -216,63 +237,65 @@ private func opRelease(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutabl
 
 // MARK: - Directories
 
+/// ENOSYS once the kernel can do without OPENDIR: it then stops sending
+/// OPENDIR and RELEASEDIR and caches listings (see `opInit`). Otherwise the
+/// directory is opened with its listing cacheable. READDIR needs no state
+/// of its own either way: offsets are the entries' fixed positions.
 private func opOpendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let context = ServerContext.of(req)
+    if context.listingsCachedWithoutOpendir { return replyError(req, ENOSYS) }
     guard let fi else { return replyError(req, EIO) }
-    guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
-    guard let directory = node.directory else { return replyError(req, ENOTDIR) }
-    OpenHandle.store(DirectoryStream(node, children: directory.snapshot()), in: fi)
-    if fuse_reply_open(req, fi) == -ENOENT { OpenHandle<DirectoryStream>.release(fi) }
+    guard let node = context.tree.node(ino) else { return replyError(req, ENOENT) }
+    guard node.directory != nil else { return replyError(req, ENOTDIR) }
+    fi.pointee.fh = 0
+    fi.pointee.cache_readdir = 1
+    fi.pointee.keep_cache = 1
+    fuse_reply_open(req, fi)
 }
 
-/// Fills the kernel's buffer from entry `offset` on, as many entries as fit.
-/// Entries removed since opendir are skipped, as kernfs skips inactive nodes,
-/// without shifting the offsets of the others.
+/// Fills the kernel's buffer from `offset` on, as many entries as fit, from
+/// the directory as it is now. The offset after "." is 1, after ".." 2, after
+/// a child 3 + its position: positions never change and are never reused,
+/// so a listing that spans several READDIRs while the directory changes
+/// neither repeats nor skips an entry that stayed. Removed entries of a
+/// removed directory are skipped, as kernfs skips inactive nodes.
 private func opReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
                        _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-    guard let fi else { return replyError(req, EBADF) }
-    let stream = OpenHandle<DirectoryStream>.borrow(fi)
-    withUnsafeTemporaryAllocation(byteCount: size, alignment: 8) { buffer in
+    guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
+    guard let directory = node.directory else { return replyError(req, ENOTDIR) }
+    withUnsafeTemporaryAllocation(byteCount: max(size, 1), alignment: 8) { buffer in
+        let base = buffer.baseAddress!
         var used = 0
         var st = stat()
-        var index = max(Int(offset), 0)
-        while index < stream.count {
-            let added = addEntry(index, of: stream, req: req, into: buffer, at: used, stat: &st)
-            if added > buffer.count - used { break }
-            used += added
-            index += 1
+        st.st_mode = S_IFDIR
+        func add(_ name: UnsafePointer<CChar>, _ next: off_t) -> Bool {
+            let n = fuse_add_direntry(req, base + used, buffer.count - used, name, &st, next)
+            if n > buffer.count - used { return false }
+            used += n
+            return true
         }
-        fuse_reply_buf(req, used > 0 ? buffer.baseAddress : nil, used)
-    }
-}
-
-/// Adds entry `index` of `stream` at `buffer[used...]` and returns its size
-/// (larger than the space left when it did not fit; 0 for a skipped entry).
-private func addEntry(_ index: Int, of stream: DirectoryStream, req: fuse_req_t?,
-                      into buffer: UnsafeMutableRawBufferPointer, at used: Int, stat st: inout stat) -> Int {
-    let name: String
-    switch index {
-    case 0:
-        name = "."
-        st.st_ino = UInt(stream.ino)
-        st.st_mode = S_IFDIR
-    case 1:
-        name = ".."
-        st.st_ino = UInt(stream.parentIno)
-        st.st_mode = S_IFDIR
-    default:
-        let child = stream.children[index - 2]
-        if child.isRemoved { return 0 }
-        name = child.name
-        st.st_ino = UInt(child.ino)
-        st.st_mode = child.fileType
-    }
-    return name.withCString { cName in
-        fuse_add_direntry(req, buffer.baseAddress! + used, buffer.count - used, cName, &st, off_t(index + 1))
+        var fits = true
+        if offset < 1 {
+            st.st_ino = UInt(node.ino)
+            fits = add(".", 1)
+        }
+        if fits, offset < 2 {
+            st.st_ino = UInt(node.parent?.ino ?? node.ino)   // the root's ".." is itself, as in sysfs
+            fits = add("..", 2)
+        }
+        if fits {
+            directory.forEachEntry(from: UInt32(clamping: max(offset - 2, 0))) { child in
+                if child.isRemoved { return true }
+                st.st_ino = UInt(child.ino)
+                st.st_mode = child.fileType
+                return child.name.withCString { add($0, off_t(child.position) + 3) }
+            }
+        }
+        fuse_reply_buf(req, used > 0 ? UnsafePointer(base.assumingMemoryBound(to: CChar.self)) : nil, used)
     }
 }
 
 private func opReleasedir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-    if let fi { OpenHandle<DirectoryStream>.release(fi) }
     replyError(req, 0)
 }
 

@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import Synchronization
 import Sysfs
 
 /// What every request handler needs. libfuse hands it back as the session's
@@ -27,6 +28,14 @@ final class ServerContext: Sendable {
     /// pool another worker answers it soon; with a single thread it waits
     /// for the waiting writer, so waiting long would only stall everybody.
     let writeVisibilityTimeout: Int
+
+    /// Set at INIT when the kernel can list directories without OPENDIR
+    /// (and then caches the listings); see `opInit`.
+    private let noOpendir = Atomic<Bool>(false)
+
+    var listingsCachedWithoutOpendir: Bool { noOpendir.load(ordering: .relaxed) }
+
+    func kernelCachesListings() { noOpendir.store(true, ordering: .relaxed) }
 
     init(tree: SysfsTree, singleThreaded: Bool) {
         self.tree = tree
@@ -57,6 +66,12 @@ final class ServerContext: Sendable {
         st.st_atim = startTime
         st.st_mtim = startTime
         st.st_ctim = startTime
+        // kernfs moves a directory's mtime and ctime on every added or
+        // removed entry; the kernel checks its cached listing against it.
+        if let changed = node.directory?.lastChange, changed != 0 {
+            st.st_mtim = timespec(tv_sec: Int(changed / 1_000_000_000), tv_nsec: Int(changed % 1_000_000_000))
+            st.st_ctim = st.st_mtim
+        }
         return st
     }
 

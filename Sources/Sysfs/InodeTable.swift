@@ -15,9 +15,10 @@ final class InodeTable: @unchecked Sendable {
     private let chunks: UnsafeMutablePointer<UnsafeMutablePointer<Unmanaged<Node>?>?>
     private let allocation = Mutex(Allocation())
 
+    /// Numbers are never reused: a request or notification about a
+    /// released node finds nothing rather than a newer node.
     private struct Allocation {
         var next: UInt64 = 1                         // FUSE_ROOT_ID is 1
-        var free: [UInt64] = []
     }
 
     init() {
@@ -42,10 +43,16 @@ final class InodeTable: @unchecked Sendable {
         return chunk[Int(ino & UInt64(Self.chunkSize - 1))]?.takeUnretainedValue()
     }
 
+    /// `node(_:)` for a caller that may race with `release` (the cache
+    /// notifier looks up removed nodes the kernel may be forgetting): the
+    /// node is retained under the allocation lock.
+    func retainedNode(_ ino: UInt64) -> Node? {
+        allocation.withLock { _ in node(ino) }
+    }
+
     /// Reserves an inode number for a node about to be created.
     func reserve() -> UInt64 {
         allocation.withLock { a in
-            if let ino = a.free.popLast() { return ino }
             let ino = a.next
             a.next += 1
             let c = Int(ino >> UInt64(Self.chunkShift))
@@ -66,15 +73,16 @@ final class InodeTable: @unchecked Sendable {
             Unmanaged.passRetained(node)
     }
 
-    /// Drops the table's reference and makes the number reusable.
-    /// Only for nodes the kernel has forgotten (no request can name them).
+    /// Drops the table's reference. Only for nodes no request can name any
+    /// more (never published, or removed and forgotten by the kernel); a
+    /// late request for the number finds nothing.
     func release(_ ino: UInt64) {
-        allocation.withLock { a in
+        let old = allocation.withLock { _ -> Unmanaged<Node>? in
             let chunk = chunks[Int(ino >> UInt64(Self.chunkShift))]!
             let slot = Int(ino & UInt64(Self.chunkSize - 1))
-            chunk[slot]?.release()
-            chunk[slot] = nil
-            a.free.append(ino)
+            defer { chunk[slot] = nil }
+            return chunk[slot]
         }
+        old?.release()
     }
 }

@@ -1,4 +1,5 @@
 import IOMMUCore
+import Synchronization
 import SystemPackage
 
 /// The sysfs view of a `Machine`: the nodes a real kernel creates for its
@@ -7,25 +8,101 @@ import SystemPackage
 public final class MachineTree: MachineObserver {
     public let machine: Machine
     public let tree: SysfsTree
+    /// Moves whenever a device joins or leaves a group (`reserved_regions`).
+    private let membership = MembershipGeneration()
+    private let knownGroupCount = Mutex<(generation: UInt64, count: Int)?>(nil)
+    private let driverOverrideKnob: DeviceKnob
+    private let removeKnob: DeviceKnob
 
     public init(machine: Machine) {
         self.machine = machine
         self.tree = SysfsTree()
+        self.driverOverrideKnob = DeviceKnob(.driverOverride, machine: machine)
+        self.removeKnob = DeviceKnob(.remove, machine: machine)
         // Created at core_initcall whenever CONFIG_IOMMU_API=y, even empty.
         // Listings and device contents are built on first use, from the
         // model as it is then: a big machine mounts without building them.
-        tree.makeDirectories(Paths.iommuGroups).directory!.populateLazily { [unowned self] in
-            for group in machine.groups { addGroup(group) }
-        }
-        tree.makeDirectories(Paths.pciDevices).directory!.populateLazily { [unowned self] in
-            for device in machine.devices { linkBusEntry(device) }
-        }
+        // A lookup before the first listing makes only what it names.
+        tree.makeDirectories(Paths.iommuGroups).directory!.populateLazily(
+            resolve: { [unowned self] name in
+                if let id = Self.decimal(name), let group = machine.group(id: id) { addGroup(group) }
+            },
+            subdirectories: { [unowned self] in groupCount },
+            { [unowned self] in for group in machine.groups { addGroup(group) } })
+        tree.makeDirectories(Paths.pciDevices).directory!.populateLazily(
+            resolve: { [unowned self] name in
+                let device = Array(name.utf8).withUnsafeBytes { machine.device(named: $0) }
+                if let device, device.address.description == name { linkBusEntry(device) }
+            },
+            subdirectories: { 0 },
+            { [unowned self] in for device in machine.devices { linkBusEntry(device) } })
         tree.makeDirectories(Paths.iommuClass)
         addBusKnobs()
         for driver in machine.drivers.values.sorted(by: { $0.name < $1.name }) { addDriver(driver) }
         for unit in machine.units { addUnit(unit) }
-        for device in machine.devices { addDeviceDirectory(device) }
+        addDeviceDirectories()
         machine.setObserver(self)
+    }
+
+    /// `devices/`: the host bridges' directories are made when `devices/` is
+    /// first used, and the device directories below one host bridge when
+    /// that is, so that mounting a big machine builds none of them.
+    private func addDeviceDirectories() {
+        let devices = tree.makeDirectories(Paths.devices)
+        devices.directory!.populateLazily { [unowned self] in
+            // One pass over the model: the devices of each host bridge.
+            var members: [Substring: [Device]] = [:]
+            var order: [Substring] = []
+            for device in machine.devices {
+                guard let root = Self.hostBridge(of: device.sysfsPath) else { continue }
+                if members[root] == nil { order.append(root) }
+                members[root, default: []].append(device)
+            }
+            for root in order {
+                let dir = tree.makeDirectory(String(root), in: devices)
+                let list = members[root]!
+                dir.directory!.populateLazily { [unowned self] in
+                    // Devices removed since `devices/` was listed have no directory.
+                    for device in list where machine.device(at: device.address) === device {
+                        addDeviceDirectory(device)
+                    }
+                }
+            }
+        }
+        for device in machine.devices where Self.hostBridge(of: device.sysfsPath) == nil { addDeviceDirectory(device) }
+    }
+
+    /// The number of groups, counted again after a membership change (the
+    /// link count of `iommu_groups` before it is listed).
+    private var groupCount: Int {
+        let now = membership.value
+        if let known = knownGroupCount.withLock({ $0 }), known.generation == now { return known.count }
+        let count = machine.groups.count
+        knownGroupCount.withLock { $0 = (now, count) }
+        return count
+    }
+
+    /// A canonical decimal group id ("0", "17"; not "017" or "+1").
+    private static func decimal(_ name: String) -> Int? {
+        let utf8 = name.utf8
+        guard let first = utf8.first, first >= 48, first <= 57, utf8.count <= 9,
+              first != 48 || utf8.count == 1 else { return nil }
+        var value = 0
+        for byte in utf8 {
+            guard byte >= 48, byte <= 57 else { return nil }
+            value = value * 10 + Int(byte - 48)
+        }
+        return value
+    }
+
+    /// "pci0000:00" for "devices/pci0000:00/…"; nil for a path elsewhere.
+    private static func hostBridge(of path: String) -> Substring? {
+        let utf8 = path.utf8
+        let prefix = "devices/".utf8
+        guard utf8.starts(with: prefix) else { return nil }
+        let start = utf8.index(utf8.startIndex, offsetBy: prefix.count)
+        guard let end = utf8[start...].firstIndex(of: UInt8(ascii: "/")), end > start else { return nil }
+        return path[start..<end]
     }
 
     /// Paths of the fixed directories, from the sysfs root.
@@ -34,6 +111,7 @@ public final class MachineTree: MachineObserver {
         static let pciBus = "bus/pci"
         static let pciDevices = "bus/pci/devices"
         static let iommuClass = "class/iommu"
+        static let devices = "devices"
 
         static func group(_ id: Int) -> String { iommuGroups + "/" + String(id) }
         static func driver(_ name: String) -> String { pciBus + "/drivers/" + name }
@@ -42,16 +120,24 @@ public final class MachineTree: MachineObserver {
     // MARK: MachineObserver
 
     public func deviceAdded(_ device: Device) {
+        membership.advance()
         addDeviceDirectory(device)
         linkBusEntry(device)
         linkUnit(device)
         if let pf = physicalFunction(of: device) { linkVirtualFunction(device, of: pf) }
         guard let group = device.group, let groups = tree.node(atPath: Paths.iommuGroups) else { return }
-        if groups.directory?.child(named: String(group.id)) == nil { addGroup(group) }
+        if groups.directory?.child(named: String(group.id)) == nil {
+            addGroup(group)
+        } else {
+            // The lookup above may have made a new group's directory on the
+            // spot (before `iommu_groups` was listed), which is not reported.
+            tree.reportAdded(String(group.id), in: groups)
+        }
         if let devices = tree.node(atPath: Paths.group(group.id) + "/devices") { linkGroupEntry(device, in: devices) }
     }
 
     public func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?) {
+        membership.advance()
         let name = device.address.description
         var paths = [device.sysfsPath, Paths.pciDevices + "/" + name] + memberLinks(device, releasedGroup)
         if let pf = physicalFunction(of: device), let index = virtualFunctionIndex(device, of: pf) {
@@ -167,18 +253,10 @@ public final class MachineTree: MachineObserver {
     /// `driver_override` (0644), `remove` (0220) and, when the device has a
     /// reset method, `reset` (0200) and `reset_method` (0644).
     private func addDeviceKnobs(_ device: Device, in dir: Node) {
-        tree.makeAttribute("driver_override", in: dir, permissions: 0o644,
-                           show: { .success(Array(((device.driverOverride ?? "(null)") + "\n").utf8)) },
-                           store: { [machine] buffer, _ in
-                               machine.setDriverOverride(device, buffer).map { .failure($0) } ?? .success(buffer.count)
-                           })
+        tree.makeAttribute("driver_override", in: dir, permissions: 0o644, .deviceKnob(driverOverrideKnob, device))
         // VFs come and go with sriov_numvfs only: no `remove`.
         if device.physicalFunction == nil {
-            tree.makeAttribute("remove", in: dir, permissions: 0o220, store: { [machine] buffer, _ in
-                guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
-                if value != 0 { machine.remove(device) }
-                return .success(buffer.count)
-            })
+            tree.makeAttribute("remove", in: dir, permissions: 0o220, .deviceKnob(removeKnob, device))
         }
         if let sriov = device.sriov { addSRIOVAttributes(device, sriov, in: dir) }
         guard !device.resetMethods.isEmpty else { return }
@@ -239,7 +317,10 @@ public final class MachineTree: MachineObserver {
     /// `iommu_group_alloc`: the group directory with `devices/`,
     /// `reserved_regions`, `type` (and `name` when set), made on first use.
     private func addGroup(_ group: IOMMUGroup) {
-        let dir = tree.makeDirectory(String(group.id), in: tree.node(atPath: Paths.iommuGroups)!)
+        let groups = tree.node(atPath: Paths.iommuGroups)!
+        // Made already by a lookup (or a hot-plug) before the listing.
+        if groups.directory!.child(named: String(group.id)) != nil { return }
+        let dir = tree.makeDirectory(String(group.id), in: groups)
         dir.directory!.populateLazily { [unowned self] in
             let devices = tree.makeDirectory("devices", in: dir)
             devices.directory!.populateLazily { [unowned self] in
@@ -248,10 +329,8 @@ public final class MachineTree: MachineObserver {
                 }
             }
             tree.makeAttribute("reserved_regions", in: dir, permissions: 0o444,
-                               show: { .success(Array(group.reservedRegionsText.utf8)) })
-            tree.makeAttribute("type", in: dir, permissions: 0o644,
-                               show: { .success(Array(group.typeText.utf8)) },
-                               store: { buffer, caller in group.storeType(buffer, caller: caller) })
+                               .groupReservedRegions(ReservedRegionsFile(group: group, generation: membership)))
+            tree.makeAttribute("type", in: dir, permissions: 0o644, .groupType(group))
             if let name = group.name { constantAttribute("name", in: dir, name + "\n") }
         }
     }
@@ -276,7 +355,7 @@ public final class MachineTree: MachineObserver {
     /// The group id a device's `iommu_group` link still names.
     private func groupID(of device: Device) -> Int? {
         guard let link = tree.node(atPath: device.sysfsPath + "/iommu_group")?.symlink else { return nil }
-        return link.target.split(separator: "/").last.flatMap { Int($0) }
+        return link.targetPath.split(separator: "/").last.flatMap { Int($0) }
     }
 
     /// The device's `driver` link and the driver's link to the device.
@@ -294,7 +373,6 @@ public final class MachineTree: MachineObserver {
 
     /// A read-only (0444) attribute whose text never changes.
     private func constantAttribute(_ name: String, in dir: Node, _ text: String) {
-        let bytes = Array(text.utf8)
-        tree.makeAttribute(name, in: dir, permissions: 0o444, show: { .success(bytes) })
+        tree.makeAttribute(name, in: dir, permissions: 0o444, .constant(text))
     }
 }

@@ -6,10 +6,15 @@ import SystemPackage
 /// One kernfs node: a directory, an attribute file or a symlink.
 ///
 /// Identity (inode number, name, kind, parent) is fixed at creation. What can
-/// change later is guarded where it lives: the mode and owner (chmod/chown, as
-/// kernfs allows) by `metadata`, a directory's entries by its own lock, and
-/// `isRemoved` is an atomic flag that open files check, like kernfs'
-/// active-reference break on removal.
+/// change later lives in atomics: the mode and the owner (chmod/chown, as
+/// kernfs allows), and `state`, which holds the removal flag that open files
+/// check (kernfs' active-reference break on removal) together with the
+/// number of entry replies the kernel holds for the node (FUSE's lookup
+/// count). A removed node whose count is zero is released from the inode
+/// table at once; one the kernel still knows goes when the kernel forgets it.
+///
+/// Kept small on purpose: a 50,000-group machine has hundreds of thousands of
+/// nodes once walked.
 public final class Node: @unchecked Sendable {
     public enum Kind: Sendable {
         case directory(Directory)
@@ -27,39 +32,106 @@ public final class Node: @unchecked Sendable {
     public let ino: UInt64
     public let name: String
     public let kind: Kind
-    /// nil for the root. Not weak: every node is kept by the inode table
-    /// for the tree's lifetime, and a weak reference costs a side table.
-    public unowned(unsafe) let parent: Node?
-    private let metadata: Mutex<Metadata>
-    private let removed = Atomic<Bool>(false)
+    /// nil for the root. Strong: a removed node the kernel still holds keeps
+    /// its (removed) parent; the cycle with the parent's entries is broken
+    /// when a removed directory is released (`SysfsTree.release`).
+    public let parent: Node?
+    /// The permission bits, and `ownedFlag` once chown gave the node an
+    /// owner other than root (kept in `Node.owners`: almost no node has one,
+    /// and a node one word smaller is a malloc size class smaller).
+    private let permissionBits: Atomic<UInt32>
+    private static let ownedFlag: UInt32 = 1 << 31
+    /// uid << 32 | gid of the nodes that were chowned.
+    private static let owners = Mutex<[ObjectIdentifier: UInt64]>([:])
+    /// `removedFlag` | the kernel's lookup count.
+    private let state = Atomic<UInt64>(0)
+    private static let removedFlag: UInt64 = 1 << 63
+    /// The readdir position in the parent, given at insertion under the
+    /// parent's lock and fixed afterwards: offsets stay valid while the
+    /// directory changes, as kernfs' hash positions do.
+    public internal(set) var position: UInt32 = 0
 
     init(ino: UInt64, name: String, kind: Kind, permissions: UInt32, parent: Node?) {
         self.ino = ino
         self.name = name
         self.kind = kind
         self.parent = parent
-        self.metadata = Mutex(Metadata(permissions: permissions))
+        self.permissionBits = Atomic(permissions)
     }
 
-    public var metadataSnapshot: Metadata { metadata.withLock { $0 } }
+    public var metadataSnapshot: Metadata {
+        let bits = permissionBits.load(ordering: .acquiring)
+        guard bits & Self.ownedFlag != 0 else { return Metadata(permissions: bits) }
+        let o = Self.owners.withLock { $0[ObjectIdentifier(self)] } ?? 0
+        return Metadata(permissions: bits & ~Self.ownedFlag,
+                        uid: UInt32(truncatingIfNeeded: o >> 32), gid: UInt32(truncatingIfNeeded: o))
+    }
 
     /// chmod: kernfs keeps the file-type bits and takes the permission bits.
     public func setPermissions(_ permissions: UInt32) {
-        metadata.withLock { $0.permissions = permissions & 0o7777 }
+        var current = permissionBits.load(ordering: .relaxed)
+        while true {
+            let next = (current & Self.ownedFlag) | (permissions & 0o7777)
+            let (exchanged, original) = permissionBits.compareExchange(expected: current, desired: next,
+                                                                       ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            current = original
+        }
     }
 
     /// chown; nil leaves that id as it is.
     public func setOwner(uid: UInt32?, gid: UInt32?) {
-        metadata.withLock { m in
-            if let uid { m.uid = uid }
-            if let gid { m.gid = gid }
+        Self.owners.withLock { owners in
+            let current = owners[ObjectIdentifier(self)] ?? 0
+            let newUID = uid.map(UInt64.init) ?? current >> 32
+            let newGID = gid.map(UInt64.init) ?? current & 0xffff_ffff
+            owners[ObjectIdentifier(self)] = newUID << 32 | newGID
+            permissionBits.bitwiseOr(Self.ownedFlag, ordering: .acquiringAndReleasing)
+        }
+    }
+
+    deinit {
+        if permissionBits.load(ordering: .relaxed) & Self.ownedFlag != 0 {
+            _ = Self.owners.withLock { $0.removeValue(forKey: ObjectIdentifier(self)) }
         }
     }
 
     /// True once the node was taken out of the tree; open files then see ENODEV.
-    public var isRemoved: Bool { removed.load(ordering: .acquiring) }
+    public var isRemoved: Bool { state.load(ordering: .acquiring) & Self.removedFlag != 0 }
 
-    func markRemoved() { removed.store(true, ordering: .releasing) }
+    /// Marks the node removed; true if the kernel holds no reference to it
+    /// (then nothing can name its inode number any more).
+    func markRemoved() -> Bool {
+        let before = state.bitwiseOr(Self.removedFlag, ordering: .acquiringAndReleasing).oldValue
+        return before == 0
+    }
+
+    /// Counts an entry reply about to be sent for the node; false (and
+    /// nothing counted) if it was removed meanwhile: answer ENOENT then.
+    public func acquireLookup() -> Bool {
+        var current = state.load(ordering: .relaxed)
+        while current & Self.removedFlag == 0 {
+            let (exchanged, original) = state.compareExchange(expected: current, desired: current + 1,
+                                                              ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// The kernel dropped `count` references (FORGET, or an entry reply that
+    /// did not reach it); true if the node is removed and now unreferenced.
+    func forget(_ count: UInt64) -> Bool {
+        var current = state.load(ordering: .relaxed)
+        while true {
+            let references = current & ~Self.removedFlag
+            let next = (current & Self.removedFlag) | (references >= count ? references - count : 0)
+            let (exchanged, original) = state.compareExchange(expected: current, desired: next,
+                                                              ordering: .acquiringAndReleasing)
+            if exchanged { return next == Self.removedFlag && current != next }
+            current = original
+        }
+    }
 
     /// Regular sysfs attributes report PAGE_SIZE whatever their content;
     /// kernfs directories and symlinks report 0.
@@ -95,6 +167,13 @@ public final class Node: @unchecked Sendable {
         if case .symlink(let s) = kind { return s }
         return nil
     }
+
+    /// The relative target kernfs shows for a symlink node
+    /// (`kernfs_get_target_path`), computed when asked: the kernel caches it.
+    public var linkTarget: String? {
+        guard let symlink, let parent else { return nil }
+        return SysfsTree.relativeTarget(from: parent.path, to: symlink.targetPath)
+    }
 }
 
 /// A directory's entries, in creation order, behind the directory's own lock.
@@ -104,28 +183,72 @@ public final class Node: @unchecked Sendable {
 /// machine mounts without building every file of every device. The closure
 /// must only read the model's group, registry and leaf state (never a
 /// device lock): it can run while a caller holds one.
-public final class Directory: Sendable {
+///
+/// Entries are an array in creation order (their readdir positions grow
+/// along it); a name index is added once a directory grows past a few
+/// entries, so that small directories (most of them) cost one array.
+public final class Directory: @unchecked Sendable {
     public typealias Populate = @Sendable () -> Void
+    /// Creates the entry `name` alone if the model has it (a lookup before
+    /// the directory was listed).
+    public typealias Resolve = @Sendable (_ name: String) -> Void
+    /// The number of subdirectories the population would create.
+    public typealias CountSubdirectories = @Sendable () -> Int
+
+    /// What a lazily populated directory still has to do.
+    private final class Lazy: Sendable {
+        let populate: Populate
+        let resolve: Resolve?
+        let subdirectories: CountSubdirectories?
+
+        init(_ populate: @escaping Populate, resolve: Resolve?, subdirectories: CountSubdirectories?) {
+            self.populate = populate
+            self.resolve = resolve
+            self.subdirectories = subdirectories
+        }
+    }
 
     private struct Entries {
-        var byName: [String: Node] = [:]
         var ordered: [Node] = []
-        var subdirectories = 0
+        /// Name → node, for directories with more than `indexThreshold` entries.
+        var byName: [String: Node]?
+        var subdirectories: Int32 = 0
+        var nextPosition: UInt32 = 0
+
+        func find(_ name: String) -> Node? {
+            if let byName { return byName[name] }
+            for node in ordered where node.name == name { return node }
+            return nil
+        }
     }
+
+    private static let indexThreshold = 12
 
     private let entries = Mutex(Entries())
     /// The pending population; its lock is held while it runs, so other
     /// threads wait for complete contents.
-    private let pending = Mutex<Populate?>(nil)
+    private let pending = Mutex<Lazy?>(nil)
     private let isPopulated = Atomic<Bool>(true)
     /// The thread running the population (it adds entries re-entrantly).
     private let populatingThread = Atomic<UInt>(0)
+    /// Nanoseconds since the epoch of the last change after creation (0:
+    /// none): kernfs updates a directory's mtime and ctime when an entry is
+    /// added or removed, and the kernel compares the mtime with the one its
+    /// cached listing was made at.
+    private let changed = Atomic<Int64>(0)
 
     init() {}
 
     /// Defers the directory's contents to `populate`, run once on first use.
-    public func populateLazily(_ populate: @escaping Populate) {
-        pending.withLock { $0 = populate }
+    ///
+    /// With `resolve`, a lookup before the first listing creates only the
+    /// entry it asks for; with `subdirectories`, the link count is answered
+    /// without populating. A big directory (50,000 groups) then costs nothing
+    /// until it is listed.
+    public func populateLazily(resolve: Resolve? = nil, subdirectories: CountSubdirectories? = nil,
+                               _ populate: @escaping Populate) {
+        let lazy = Lazy(populate, resolve: resolve, subdirectories: subdirectories)
+        pending.withLock { $0 = lazy }
         isPopulated.store(false, ordering: .releasing)
     }
 
@@ -140,18 +263,37 @@ public final class Directory: Sendable {
         let me = Self.currentThread
         if populatingThread.load(ordering: .relaxed) == me { return }
         pending.withLock { work in
-            guard let populate = work else { return }
+            guard let lazy = work else { return }
             populatingThread.store(me, ordering: .relaxed)
-            populate()
+            lazy.populate()
             work = nil
             populatingThread.store(0, ordering: .relaxed)
             isPopulated.store(true, ordering: .releasing)
         }
     }
 
+    /// Runs `body` with the pending work, on this thread as the populating
+    /// one; false if there is none (populated meanwhile) or `body` declined.
+    private func withPending(_ body: (Lazy) -> Bool) -> Bool {
+        if isPopulated.load(ordering: .acquiring) { return false }
+        let me = Self.currentThread
+        if populatingThread.load(ordering: .relaxed) == me { return false }
+        return pending.withLock { work in
+            guard let lazy = work else { return false }
+            populatingThread.store(me, ordering: .relaxed)
+            defer { populatingThread.store(0, ordering: .relaxed) }
+            return body(lazy)
+        }
+    }
+
     public func child(named name: String) -> Node? {
-        ensurePopulated()
-        return entries.withLock { $0.byName[name] }
+        let resolved = withPending { lazy in
+            guard let resolve = lazy.resolve else { return false }
+            resolve(name)
+            return true
+        }
+        if !resolved { ensurePopulated() }
+        return entries.withLock { $0.find(name) }
     }
 
     /// The entries now, for one readdir stream.
@@ -160,12 +302,37 @@ public final class Directory: Sendable {
         return entries.withLock { $0.ordered }
     }
 
+    /// Calls `body` with the entries whose readdir position is at least
+    /// `position`, in order, under the directory's lock, until it returns
+    /// false. `body` must not block or touch the tree.
+    public func forEachEntry(from position: UInt32, _ body: (Node) -> Bool) {
+        ensurePopulated()
+        entries.withLock { e in
+            // Positions grow along `ordered`: binary search for the start.
+            var low = 0, high = e.ordered.count
+            while low < high {
+                let mid = (low + high) / 2
+                if e.ordered[mid].position < position { low = mid + 1 } else { high = mid }
+            }
+            for i in low..<e.ordered.count where !body(e.ordered[i]) { return }
+        }
+    }
+
     /// The entries created so far, without populating (for removal).
     func materialized() -> [Node] { entries.withLock { $0.ordered } }
 
+    /// Drops the entries of a released (removed, forgotten) directory.
+    func clear() { entries.withLock { $0 = Entries() } }
+
     public var subdirectoryCount: Int {
+        var hint = 0
+        if withPending({ lazy in
+            guard let count = lazy.subdirectories else { return false }
+            hint = count()
+            return true
+        }) { return hint }
         ensurePopulated()
-        return entries.withLock { $0.subdirectories }
+        return entries.withLock { Int($0.subdirectories) }
     }
 
     public var count: Int {
@@ -173,39 +340,77 @@ public final class Directory: Sendable {
         return entries.withLock { $0.ordered.count }
     }
 
+    /// Nanoseconds since the epoch of the last added or removed entry, 0 if none.
+    public var lastChange: Int64 { changed.load(ordering: .relaxed) }
+
+    private func touch() {
+        if isPopulating { return }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let ns = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+        // Strictly increasing, so that two changes within a clock tick differ.
+        var current = changed.load(ordering: .relaxed)
+        while true {
+            let next = max(ns, current + 1)
+            let (exchanged, original) = changed.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+
     /// Adds `node`, or returns the entry that already has its name.
     func insert(_ node: Node) -> Node? {
         ensurePopulated()
-        return entries.withLock { e in
-            if let existing = e.byName[node.name] { return existing }
-            e.byName[node.name] = node
+        let existing = entries.withLock { e -> Node? in
+            if let existing = e.find(node.name) { return existing }
+            node.position = e.nextPosition
+            e.nextPosition += 1
             e.ordered.append(node)
-            if node.directory != nil { e.subdirectories += 1 }
+            if e.byName != nil {
+                e.byName![node.name] = node
+            } else if e.ordered.count > Self.indexThreshold {
+                e.byName = Dictionary(uniqueKeysWithValues: e.ordered.map { ($0.name, $0) })
+            }
+            if case .directory = node.kind { e.subdirectories += 1 }
             return nil
         }
+        if existing == nil { touch() }
+        return existing
     }
 
     func remove(named name: String) -> Node? {
         ensurePopulated()
-        return entries.withLock { e in
-            guard let node = e.byName.removeValue(forKey: name) else { return nil }
-            e.ordered.removeAll { $0 === node }
-            if node.directory != nil { e.subdirectories -= 1 }
+        let removed = entries.withLock { e -> Node? in
+            guard let node = e.find(name) else { return nil }
+            e.byName?.removeValue(forKey: name)
+            // Positions are sorted: binary search, then one shift.
+            var low = 0, high = e.ordered.count
+            while low < high {
+                let mid = (low + high) / 2
+                if e.ordered[mid].position < node.position { low = mid + 1 } else { high = mid }
+            }
+            if low < e.ordered.count, e.ordered[low] === node {
+                e.ordered.remove(at: low)
+            } else {
+                e.ordered.removeAll { $0 === node }
+            }
+            if case .directory = node.kind { e.subdirectories -= 1 }
             return node
         }
+        if removed != nil { touch() }
+        return removed
     }
 }
 
-/// A kernfs symlink: its target is the relative path kernfs computes from the
-/// link's directory to the target node, fixed at creation.
-public final class Symlink: Sendable {
-    /// The relative target, e.g. `../../../../devices/pci0000:00/0000:00:02.0`.
-    public let target: String
-    /// The same, NUL-terminated, for `fuse_reply_readlink`.
-    public let cTarget: [CChar]
+/// A kernfs symlink (a value stored in its node). The relative target is
+/// computed from the link's directory and `targetPath` when the kernel asks
+/// (once: it caches it).
+public struct Symlink: Sendable {
+    /// The target node's path from the root, e.g.
+    /// `devices/pci0000:00/0000:00:02.0` (often the model's own string).
+    public let targetPath: String
 
-    init(target: String) {
-        self.target = target
-        self.cTarget = Array(target.utf8CString)
+    init(targetPath: String) {
+        self.targetPath = targetPath
     }
 }

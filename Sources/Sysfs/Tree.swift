@@ -23,8 +23,13 @@ public final class SysfsTree: Sendable {
         inodes.install(root)
     }
 
-    /// The node with inode number `ino`, if it exists.
+    /// The node with inode number `ino`, if it exists. Lock-free: for the
+    /// numbers the kernel holds (request handlers).
     public func node(_ ino: UInt64) -> Node? { inodes.node(ino) }
+
+    /// The same for a number the kernel may be forgetting meanwhile (a
+    /// removed node): safe against its concurrent release.
+    public func nodeIfPresent(_ ino: UInt64) -> Node? { inodes.retainedNode(ino) }
 
     /// The node at `path` (relative to the root, `/`-separated), if any.
     /// Symlinks are not followed.
@@ -59,28 +64,66 @@ public final class SysfsTree: Sendable {
         add(name, .attribute(Attribute(show: show, store: store)), permissions: permissions, in: parent)
     }
 
-    /// A symlink in `parent` to the node at `targetPath` (from the root),
-    /// with the relative target kernfs computes (`kernfs_get_target_path`).
+    @discardableResult
+    func makeAttribute(_ name: String, in parent: Node, permissions: UInt32, _ behaviour: Attribute.Behaviour) -> Node {
+        add(name, .attribute(Attribute(behaviour)), permissions: permissions, in: parent)
+    }
+
+    /// A symlink in `parent` to the node at `targetPath` (from the root);
+    /// its relative target (`kernfs_get_target_path`) is `Node.linkTarget`.
     @discardableResult
     public func makeSymlink(_ name: String, in parent: Node, to targetPath: String) -> Node {
-        let target = Self.relativeTarget(from: parent.path, to: targetPath)
-        return add(name, .symlink(Symlink(target: target)), permissions: 0o777, in: parent)
+        add(name, .symlink(Symlink(targetPath: targetPath)), permissions: 0o777, in: parent)
     }
 
     /// Takes `node` and everything below it out of the tree. Open files on
-    /// them get ENODEV from now on.
+    /// them get ENODEV from now on. Nodes the kernel does not know are
+    /// released at once, the others when the kernel forgets them.
     public func remove(_ node: Node) {
         guard let parent = node.parent, let dir = parent.directory,
               dir.remove(named: node.name) === node else { return }
-        markRemoved(node)
+        // Reported before anything is released: the notifier looks the
+        // removed subtree up by inode number.
+        let children = markRemoved(node)
         invalidator.withLock { $0 }?.entryRemoved(parent: parent.ino, child: node.ino, name: node.name)
+        for unreferenced in children { release(unreferenced) }
     }
 
-    private func markRemoved(_ node: Node) {
-        node.markRemoved()
-        if let dir = node.directory {
-            for child in dir.materialized() { markRemoved(child) }
+    /// Marks `node` and its materialized subtree removed; returns the nodes
+    /// the kernel holds no reference to.
+    private func markRemoved(_ node: Node) -> [Node] {
+        var unreferenced: [Node] = []
+        func mark(_ node: Node) {
+            if node.markRemoved() { unreferenced.append(node) }
+            if let dir = node.directory {
+                for child in dir.materialized() { mark(child) }
+            }
         }
+        mark(node)
+        return unreferenced
+    }
+
+    /// Reports `name` in `parent` as added, for an entry a lookup may have
+    /// made silently (`Directory.populateLazily(resolve:)`) just before the
+    /// change that created it was reported.
+    func reportAdded(_ name: String, in parent: Node) {
+        invalidator.withLock { $0 }?.entryAdded(parent: parent.ino, name: name)
+    }
+
+    /// FORGET: the kernel dropped `count` references to inode `ino`; a
+    /// removed node is released once it has none left.
+    public func forget(_ ino: UInt64, count: UInt64) {
+        guard let node = inodes.node(ino), node.forget(count) else { return }
+        release(node)
+    }
+
+    /// Frees a removed node nobody can name any more: its inode slot, and the
+    /// entries of a directory (which reference it back through `parent`).
+    /// The number is not reused, so a late request or notification about it
+    /// finds nothing instead of another node.
+    private func release(_ node: Node) {
+        inodes.release(node.ino)
+        node.directory?.clear()
     }
 
     private func add(_ name: String, _ kind: Node.Kind, permissions: UInt32, in parent: Node) -> Node {
