@@ -129,6 +129,19 @@ extension CtlCommand.Vfio {
     }
 }
 
+/// The context and device both iommufd verbs name.
+struct IOMMUFDTarget: ParsableArguments {
+    @Option(help: ArgumentHelp("The iommufd context. Example: --context ctx1", valueName: "name"))
+    var context: String
+
+    @Argument(help: ArgumentHelp("The device. Example: 0000:03:00.0", valueName: "bdf"))
+    var device: String
+
+    func validate() throws { _ = try pciAddress(device) }
+
+    func resolved() throws -> (context: String, device: PCIAddress) { (context, try pciAddress(device)) }
+}
+
 extension CtlCommand.IOMMUFD {
     struct Bind: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -143,17 +156,10 @@ extension CtlCommand.IOMMUFD {
                 """)
 
         @ParentCommand var ctl: CtlCommand
-
-        @Option(help: ArgumentHelp("The iommufd context. Example: --context ctx1", valueName: "name"))
-        var context: String
-
-        @Argument(help: ArgumentHelp("The device. Example: 0000:03:00.0", valueName: "bdf"))
-        var device: String
-
-        func validate() throws { _ = try pciAddress(device) }
+        @OptionGroup var target: IOMMUFDTarget
 
         func run() throws {
-            let address = try pciAddress(device)
+            let (context, address) = try target.resolved()
             try ctl.withClient { client throws(ControlFailure) in try client.perform(.iommufdBind(context: context, device: address)) }
         }
     }
@@ -170,17 +176,10 @@ extension CtlCommand.IOMMUFD {
                 """)
 
         @ParentCommand var ctl: CtlCommand
-
-        @Option(help: ArgumentHelp("The iommufd context. Example: --context ctx1", valueName: "name"))
-        var context: String
-
-        @Argument(help: ArgumentHelp("The device. Example: 0000:03:00.0", valueName: "bdf"))
-        var device: String
-
-        func validate() throws { _ = try pciAddress(device) }
+        @OptionGroup var target: IOMMUFDTarget
 
         func run() throws {
-            let address = try pciAddress(device)
+            let (context, address) = try target.resolved()
             try ctl.withClient { client throws(ControlFailure) in try client.perform(.iommufdUnbind(context: context, device: address)) }
         }
     }
