@@ -60,6 +60,19 @@ struct ReplayReport {
 
     mutating func note(_ section: String) { if !sections.contains(section) { sections.append(section) } }
 
+    mutating func skip(_ line: TranscriptLine, _ reason: String) {
+        skipped[line.section, default: [:]][reason, default: 0] += 1
+    }
+
+    mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
+        compared[line.section, default: 0] += 1
+        if expected == actual {
+            matched[line.section, default: 0] += 1
+        } else {
+            mismatches.append("line \(line.number) [\(line.section)] \(line.step): expected \(expected), got \(actual)")
+        }
+    }
+
     mutating func merge(_ other: ReplayReport) {
         for s in other.sections { note(s) }
         for (k, v) in other.matched { matched[k, default: 0] += v }
@@ -128,17 +141,10 @@ struct Replay {
 
     // MARK: bookkeeping
 
-    private mutating func skip(_ line: TranscriptLine, _ reason: String) {
-        report.skipped[line.section, default: [:]][reason, default: 0] += 1
-    }
+    private mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
 
     private mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
-        report.compared[line.section, default: 0] += 1
-        if expected == actual {
-            report.matched[line.section, default: 0] += 1
-        } else {
-            report.mismatches.append("line \(line.number) [\(line.section)] \(line.step): expected \(expected), got \(actual)")
-        }
+        report.compare(line, expected: expected, actual: actual)
     }
 
     // MARK: the mount
@@ -146,12 +152,7 @@ struct Replay {
     private func p(_ relative: String) -> String { mount.path(relative) }
     private func typePath(_ group: String) -> String { p("kernel/iommu_groups/\(group)/type") }
 
-    private func type(_ group: String) -> String {
-        switch Syscall.read(typePath(group)) {
-        case .success(let text): return text.hasSuffix("\n") ? String(text.dropLast()) : text
-        case .failure(let e): return "<\(ErrnoName.name(e.code))>"
-        }
-    }
+    private func type(_ group: String) -> String { mount.typeAsTranscribed(group) }
 
     private func driver(_ device: String) -> String {
         Syscall.readlink(p("bus/pci/devices/\(device)/driver")).map { String($0.split(separator: "/").last!) } ?? "none"
@@ -662,20 +663,13 @@ struct AltPCIReplay {
 
     // MARK: bookkeeping
 
-    private mutating func skip(_ line: TranscriptLine, _ reason: String) {
-        report.skipped[line.section, default: [:]][reason, default: 0] += 1
-    }
+    private mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
 
     private mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
         if expected != actual, let why = diverged {
             return skip(line, "state diverged after \(why)")
         }
-        report.compared[line.section, default: 0] += 1
-        if expected == actual {
-            report.matched[line.section, default: 0] += 1
-        } else {
-            report.mismatches.append("line \(line.number) [\(line.section)] \(line.step): expected \(expected), got \(actual)")
-        }
+        report.compare(line, expected: expected, actual: actual)
     }
 
     // MARK: the mount
@@ -684,12 +678,7 @@ struct AltPCIReplay {
     private func sys(_ sysPath: String) -> String { p(String(sysPath.dropFirst(5))) }
     private func dev(_ d: String, _ file: String) -> String { p("bus/pci/devices/\(d)/\(file)") }
 
-    private func type(_ group: String) -> String {
-        switch Syscall.read(p("kernel/iommu_groups/\(group)/type")) {
-        case .success(let text): return text.hasSuffix("\n") ? String(text.dropLast()) : text
-        case .failure(let e): return "<\(ErrnoName.name(e.code))>"
-        }
-    }
+    private func type(_ group: String) -> String { mount.typeAsTranscribed(group) }
 
     private func last(_ link: String?) -> String? { link.map { String($0.split(separator: "/").last!) } }
     private func driver(_ d: String) -> String { last(Syscall.readlink(dev(d, "driver"))) ?? "none" }
@@ -1031,6 +1020,17 @@ struct AltPCIReplay {
                 if fd < 0 && isWrite && errno == EACCES { fd = open(path, O_RDONLY) }
                 fds[target + suffix] = fd >= 0 ? fd : -errno
             }
+        }
+    }
+}
+
+extension MountedMachine {
+    /// A group's `type` as the transcripts print it: the text without its
+    /// newline, or `<ERRNO>` when the read fails.
+    func typeAsTranscribed(_ group: String) -> String {
+        switch Syscall.read(path("kernel/iommu_groups/\(group)/type")) {
+        case .success(let text): return text.hasSuffix("\n") ? String(text.dropLast()) : text
+        case .failure(let e): return "<\(ErrnoName.name(e.code))>"
         }
     }
 }
