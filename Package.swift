@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "iommufs",
             dependencies: [
-                "IOMMUCore", "Topology", "Sysfs", "FuseServer", "Control",
+                "CFuse", "IOMMUCore", "Topology", "Sysfs", "FuseServer", "Control",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -10,6 +10,7 @@
 #include <fuse_lowlevel.h>
 
 #include <errno.h>
+#include <malloc.h> /* malloc_trim: the daemon returns its boot garbage */
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>

@@ -7,8 +7,8 @@ import Topology
 /// DMA-mapping paths make.
 struct ControlHandler: Sendable {
     let machine: Machine
-    /// The document the machine booted from, for `dump`.
-    let document: TopologyDocument
+    /// The text of the document the machine booted from, for `dump`.
+    let document: DocumentText
 
     /// The members of the success reply, or the failure.
     func perform(_ request: ControlRequest) throws(ControlFailure) -> [(ControlReply.Key, JSON)] {

@@ -27,7 +27,7 @@ public final class ControlServer: Sendable {
 
     /// Listens at `path` (absolute, as the daemon changes its working
     /// directory); nothing is accepted before `start`.
-    public init(path: String, machine: Machine, document: TopologyDocument) throws(ControlSocketError) {
+    public init(path: String, machine: Machine, document: DocumentText) throws(ControlSocketError) {
         var ends: [Int32] = [0, 0]
         guard pipe(&ends) == 0 else { throw ControlSocketError(path: path, reason: "pipe: \(Errno(rawValue: Glibc.errno))") }
         ends.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }

@@ -34,7 +34,8 @@ public final class Device: Sendable {
     /// `reset_method`'s methods, e.g. `flr`, `pm`, `bus`; empty: no `reset`.
     public let resetMethods: [String]
     /// The SR-IOV capability of a PF.
-    public let sriov: MachineSpec.SRIOVSpec?
+    public var sriov: MachineSpec.SRIOVSpec? { sriovCapability.wrappedValue }
+    private let sriovCapability: OutOfLine<MachineSpec.SRIOVSpec>
     /// For a VF: its PF.
     public let physicalFunction: PCIAddress?
     /// `ops->is_attach_deferred`: the first attach waits for a DMA mapping.
@@ -64,7 +65,7 @@ public final class Device: Sendable {
         self.ats = ats
         self.resetDuration = resetDuration
         self.resetMethods = resetMethods
-        self.sriov = sriov
+        self.sriovCapability = OutOfLine(wrappedValue: sriov)
         self.physicalFunction = physicalFunction
         self.attachDeferred = attachDeferred
         var sorted: [ReservedRegion] = []
@@ -113,7 +114,7 @@ public final class Device: Sendable {
 
 /// What `Device.lock` protects.
 struct DeviceLockState {
-    var driverOverride: String?
+    @OutOfLine var driverOverride: String?
     var isPresent = true
     /// A PF's enabled VFs, in VF index order.
     var virtualFunctions: [Device] = []
@@ -122,5 +123,5 @@ struct DeviceLockState {
     /// Methods a user wrote to `reset_method`; nil: the probed default.
     var resetMethods: [String]?
     /// The iommufd context the device is bound to (`VFIO_DEVICE_BIND_IOMMUFD`).
-    var iommufdContext: String?
+    @OutOfLine var iommufdContext: String?
 }

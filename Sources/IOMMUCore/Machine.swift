@@ -87,6 +87,8 @@ public final class Machine: Sendable {
         self.drivers = drivers
         var registry = Registry(restoredIDs: spec.groupIDs, unusedRestoredIDs: Set(spec.groupIDs.values))
         for id in registry.unusedRestoredIDs.sorted() { registry.groupIDs.claim(id) }
+        registry.devices.reserveCapacity(spec.devices.count)
+        registry.byAddress.reserveCapacity(spec.devices.count)
         self.registry = Mutex(registry)
         self.catalog = try Self.probeOrder(spec.devices)
 
@@ -236,27 +238,31 @@ public final class Machine: Sendable {
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):
     /// all functions of a bus by address, then each bridge's secondary bus
     /// in turn, with each device's sysfs path.
-    private static func probeOrder(_ devices: [MachineSpec.DeviceSpec]) throws(MachineSpecError) -> [(MachineSpec.DeviceSpec, String)] {
-        var children: [PCIAddress?: [MachineSpec.DeviceSpec]] = [:]
+    private static func probeOrder(_ devices: [MachineSpec.DeviceSpec]) throws(MachineSpecError) -> [(spec: MachineSpec.DeviceSpec, path: String)] {
+        // Indices, not specs, are moved around: a spec is a large value and
+        // a big machine has 100,000 of them.
+        var children: [PCIAddress?: [Int]] = [:]
         var seen: Set<PCIAddress> = []
-        for d in devices {
+        seen.reserveCapacity(devices.count)
+        for (index, d) in devices.enumerated() {
             guard seen.insert(d.address).inserted else { throw MachineSpecError("device \(d.address) is listed twice") }
-            children[d.parent, default: []].append(d)
+            children[d.parent, default: []].append(index)
         }
         for parent in children.keys {
             if let parent, !seen.contains(parent) { throw MachineSpecError("parent bridge \(parent) is not a listed device") }
         }
-        var result: [(MachineSpec.DeviceSpec, String)] = []
-        func addBus(_ bus: [MachineSpec.DeviceSpec], under path: String?) {
-            let sorted = bus.sorted { $0.address < $1.address }
-            var paths: [String] = []
-            for d in sorted {
-                let base = path ?? "devices/" + d.address.rootBusName
-                paths.append(base + "/" + d.address.description)
-                result.append((d, paths.last!))
+        var result: [(spec: MachineSpec.DeviceSpec, path: String)] = []
+        result.reserveCapacity(devices.count)
+        func addBus(_ bus: [Int], under path: String?) {
+            let sorted = bus.sorted { devices[$0].address < devices[$1].address }
+            let first = result.count
+            for index in sorted {
+                let address = devices[index].address
+                let base = path ?? "devices/" + address.rootBusName
+                result.append((devices[index], base + "/" + address.description))
             }
-            for (d, p) in zip(sorted, paths) {
-                if let below = children[d.address] { addBus(below, under: p) }
+            for (index, position) in zip(sorted, first...) {
+                if let below = children[devices[index].address] { addBus(below, under: result[position].path) }
             }
         }
         addBus(children[nil] ?? [], under: nil)

@@ -32,7 +32,7 @@ public struct MachineSpec: Sendable {
         /// One shared array for the common default (a big machine has
         /// 100,000 devices; an array literal per device would allocate each).
         private static let functionLevelReset = ["flr"]
-        public var sriov: SRIOVSpec?
+        @OutOfLine public var sriov: SRIOVSpec?
         /// For a VF: its PF.
         public var physicalFunction: PCIAddress?
         /// The IOMMU driver defers the first attach to the first DMA mapping.

@@ -27,8 +27,19 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
         self.init(domain: domain, bus: bus, device: device, function: function)
     }
 
+    /// Written digit by digit: a big machine names 100,000 devices at boot,
+    /// and the 12 bytes stay a small (inline) string.
     public var description: String {
-        hexDigits(domain, 4) + ":" + hexDigits(bus, 2) + ":" + hexDigits(device, 2) + "." + String(function)
+        String(unsafeUninitializedCapacity: 12) { out in
+            writeHex(UInt64(domain), width: 4, to: out, at: 0)
+            out[4] = UInt8(ascii: ":")
+            writeHex(UInt64(bus), width: 2, to: out, at: 5)
+            out[7] = UInt8(ascii: ":")
+            writeHex(UInt64(device), width: 2, to: out, at: 8)
+            out[10] = UInt8(ascii: ".")
+            out[11] = UInt8(ascii: "0") + function
+            return 12
+        }
     }
 
     /// The root bus directory name under /sys/devices, e.g. `pci0000:00`.
@@ -41,6 +52,25 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
 
 /// Lowercase, zero-padded hexadecimal without a prefix.
 public func hexDigits<T: BinaryInteger>(_ value: T, _ width: Int) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    guard let value = UInt64(exactly: value), width <= 16 else {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+    var significant = 1
+    while significant < 16 && value >> (4 * UInt64(significant)) != 0 { significant += 1 }
+    let count = max(width, significant)
+    return String(unsafeUninitializedCapacity: count) { out in
+        writeHex(value, width: count, to: out, at: 0)
+        return count
+    }
+}
+
+/// `width` lowercase hex digits of `value` (its low bits) into `out` at `offset`.
+private func writeHex(_ value: UInt64, width: Int, to out: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
+    var rest = value
+    for i in stride(from: offset + width - 1, through: offset, by: -1) {
+        let nibble = UInt8(truncatingIfNeeded: rest & 0xf)
+        out[i] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") - 10 + nibble
+        rest >>= 4
+    }
 }

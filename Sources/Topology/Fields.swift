@@ -3,24 +3,26 @@
 /// key in a hand-edited machine would otherwise be silently ignored.
 struct Fields<Key: RawRepresentable & CaseIterable & Equatable> where Key.RawValue == String {
     private let members: [JSON.Member]
+    /// `members[i]`'s key: lookups compare enum cases, not strings (this
+    /// runs for every object of a document that may have 100,000 devices).
+    private let keys: [Key]
 
     init(_ value: JSON) throws(Problem) {
         guard case .object(let members) = value else { throw Problem.mismatch("an object", value) }
-        // The keys seen so far, on the stack: this runs once per object of
-        // a document that may have 100,000 devices.
-        try withUnsafeTemporaryAllocation(of: Key.self, capacity: members.count) { seen throws(Problem) in
-            for (index, member) in members.enumerated() {
-                guard let key = Key(rawValue: member.key) else {
-                    throw Problem("unknown key " + quoted(member.key) + " (expected one of: "
-                                  + Key.allCases.map(\.rawValue).joined(separator: ", ") + ")")
-                }
-                guard !seen[..<index].contains(key) else {
-                    throw Problem("key " + quoted(member.key) + " appears twice")
-                }
-                seen.initializeElement(at: index, to: key)
+        var keys: [Key] = []
+        keys.reserveCapacity(members.count)
+        for member in members {
+            guard let key = Key(rawValue: member.key) else {
+                throw Problem("unknown key " + quoted(member.key) + " (expected one of: "
+                              + Key.allCases.map(\.rawValue).joined(separator: ", ") + ")")
             }
+            guard !keys.contains(key) else {
+                throw Problem("key " + quoted(member.key) + " appears twice")
+            }
+            keys.append(key)
         }
         self.members = members
+        self.keys = keys
     }
 
     /// An optional key's decoded value; null counts as absent.
@@ -37,7 +39,6 @@ struct Fields<Key: RawRepresentable & CaseIterable & Equatable> where Key.RawVal
     }
 
     private subscript(key: Key) -> JSON? {
-        let name = key.rawValue
-        return members.first { $0.key == name }?.value
+        keys.firstIndex(of: key).map { members[$0].value }
     }
 }

@@ -36,7 +36,7 @@ public struct TopologyDocument: Sendable {
     private let state: MachineState?
     /// `MachineSpec.groupIDs` for restoring the state.
     private let restoredGroupIDs: [PCIAddress: Int]
-    private let text: [UInt8]
+    private let textBytes: [UInt8]
 
     /// Reads and decodes the document at `path`; errors name the path as given.
     public static func load(contentsOf path: String) throws(TopologyError) -> TopologyDocument {
@@ -73,7 +73,7 @@ public struct TopologyDocument: Sendable {
         self.spec = decoded.spec
         self.state = decoded.state?.0
         self.restoredGroupIDs = decoded.state?.groupIDs ?? [:]
-        self.text = text
+        self.textBytes = text
     }
 
     /// Boots the description and restores the state; a state the kernel
@@ -99,12 +99,10 @@ public struct TopologyDocument: Sendable {
     /// This document with `machine`'s current state as its `state` member
     /// (last): loadable again, and booting it gives a machine that dumps
     /// the same document.
-    public func dump(_ machine: Machine) -> JSON {
-        // The text parsed when the document was made; it cannot fail now.
-        guard case .object(let members)? = try? JSON.parse(text) else { preconditionFailure("the document no longer parses") }
-        return .object(members.filter { $0.key != RootKey.state.rawValue }
-                       + [JSON.Member(RootKey.state.rawValue, StateEncoder.state(of: machine))])
-    }
+    public func dump(_ machine: Machine) -> JSON { text.dump(machine) }
+
+    /// The part of the document `dump` needs once the machine is booted.
+    public var text: DocumentText { DocumentText(bytes: textBytes) }
 
     private static func parse(_ buffer: UnsafeBufferPointer<UInt8>, source: String) throws(TopologyError) -> JSON {
         do {
@@ -128,6 +126,22 @@ public struct TopologyDocument: Sendable {
                 bytes += chunk[..<count]
             }
         }
+    }
+}
+
+/// A document's text as it was given, for `dump`: what a server keeps of
+/// its document after booting. The decoded description is not kept; on a
+/// big machine it is tens of megabytes the booted machine already holds.
+public struct DocumentText: Sendable {
+    let bytes: [UInt8]
+
+    /// The document with `machine`'s current state as its `state` member
+    /// (last), in place of the one it came with.
+    public func dump(_ machine: Machine) -> JSON {
+        // The text parsed when the document was made; it cannot fail now.
+        guard case .object(let members)? = try? JSON.parse(bytes) else { preconditionFailure("the document no longer parses") }
+        return .object(members.filter { $0.key != RootKey.state.rawValue }
+                       + [JSON.Member(RootKey.state.rawValue, StateEncoder.state(of: machine))])
     }
 }
 

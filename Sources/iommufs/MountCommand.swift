@@ -1,4 +1,5 @@
 import ArgumentParser
+import CFuse
 import Control
 import FuseServer
 import Glibc
@@ -89,9 +90,11 @@ struct MountCommand: ParsableCommand {
 
     func run() throws {
         let log = dmesg ? KernelLog(sink: printLogLine) : KernelLog()
-        let document = loadDocument()
-        let machine = boot(document, log: log)
-        let (server, controlServer) = mountAndListen(machine, document)
+        let (machine, text) = bootDocument(log: log)
+        // Decoding a big machine leaves tens of megabytes of freed heap
+        // behind (the JSON tree, the decoded description): give it back.
+        malloc_trim(0)
+        let (server, controlServer) = mountAndListen(machine, text)
         do throws(FuseServerError) {
             try FuseServer.daemonize(foreground: foreground || debug)
         } catch {
@@ -120,10 +123,13 @@ struct MountCommand: ParsableCommand {
         }
     }
 
-    /// The document's machine, booted, with the state a dump carries restored.
-    private func boot(_ document: TopologyDocument, log: KernelLog) -> Machine {
+    /// The document's machine, booted, with the state a dump carries
+    /// restored, and the document's text for `dump`; the decoded document
+    /// itself is released on return.
+    private func bootDocument(log: KernelLog) -> (Machine, DocumentText) {
+        let document = loadDocument()
         do throws(TopologyError) {
-            return try document.boot(profile: profile.flatMap(KernelProfile.named) ?? .current, log: log)
+            return (try document.boot(profile: profile.flatMap(KernelProfile.named) ?? .current, log: log), document.text)
         } catch {
             fail(error.description)
         }
@@ -132,7 +138,7 @@ struct MountCommand: ParsableCommand {
     /// Mounts, then opens the control socket (before daemonize, so that its
     /// errors reach the terminal). If either fails nothing is left behind:
     /// the server unmounts when it is released, before the exit.
-    private func mountAndListen(_ machine: Machine, _ document: TopologyDocument) -> (FuseServer, ControlServer) {
+    private func mountAndListen(_ machine: Machine, _ document: DocumentText) -> (FuseServer, ControlServer) {
         let options = MountOptions(mountpoint: mountpoint,
                                    allowOther: mountOptions.contains { $0.split(separator: ",").contains("allow_other") },
                                    singleThreaded: singleThreaded, debug: debug)
