@@ -338,4 +338,21 @@ enum RatelimitedSite: Hashable {
         #expect(first == expected)
         #expect(second.isEmpty)
     }
+
+    @Test("ctl dmesg --clear prints each line once: the boot log, then only what a refused write logged")
+    func ctlClear() throws {
+        try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", "linux-6.1"]) { m in
+            let dmesg = { run(MountedMachine.binary, ["ctl", "--mount", m.root, "dmesg", "--clear"]) }
+            let boot = dmesg()
+            #expect(boot.status == 0 && boot.stdout.contains("] pci 0000:08:00.0: Adding to iommu group 15\n"), "\(boot.stderr)")
+            #expect(dmesg().stdout == "")
+            let fd = open(m.path("kernel/iommu_groups/10/type"), O_WRONLY)
+            defer { Glibc.close(fd) }
+            #expect(Glibc.write(fd, "identity", 8) == -1 && errno == EBUSY)
+            let lines = dmesg().stdout.split(separator: "\n").map { KernelLogComparison.stripTimestamp(String($0)) }
+            #expect(lines == ["iommu: Device is still bound to driver"])
+            // A plain read starts after the cleared lines too, as `dmesg` after `dmesg -c` does.
+            #expect(run(MountedMachine.binary, ["ctl", "--mount", m.root, "dmesg"]).stdout == "")
+        }
+    }
 }
