@@ -20,9 +20,10 @@ public final class ControlClient {
         _ = try call(request)
     }
 
-    /// The kernel log ring, `[    1.234567] text` per line, oldest first.
-    public func dmesg() throws(ControlFailure) -> [String] {
-        try call(.dmesg)[ControlReply.Key.lines.rawValue]?.arrayValue?.compactMap(\.stringValue) ?? []
+    /// The kernel log ring, `[    1.234567] text` per line, oldest first;
+    /// with `clear`, later calls get only newer lines (`dmesg -c`).
+    public func dmesg(clear: Bool = false) throws(ControlFailure) -> [String] {
+        try call(.dmesg(clear: clear))[ControlReply.Key.lines.rawValue]?.arrayValue?.compactMap(\.stringValue) ?? []
     }
 
     /// The machine as a topology document with its current state.

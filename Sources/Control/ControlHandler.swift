@@ -27,8 +27,9 @@ struct ControlHandler: Sendable {
             machine.faults.arm(point, fault)
         case .clearFault(let point):
             machine.faults.disarm(point)
-        case .dmesg:
-            return [(.lines, .array(machine.log.lines.map { .string($0.description) }))]
+        case .dmesg(let clear):
+            let lines = clear ? machine.log.readAndClear() : machine.log.lines
+            return [(.lines, .array(lines.map { .string($0.description) }))]
         case .dump:
             return [(.document, document.dump(machine))]
         case .trace:

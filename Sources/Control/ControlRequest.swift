@@ -15,8 +15,9 @@ public enum ControlRequest: Sendable, Equatable {
     case dmaMap(device: PCIAddress)
     case inject(FaultPoint, FaultInjector.Fault)
     case clearFault(FaultPoint)
-    /// The kernel log ring.
-    case dmesg
+    /// The kernel log ring; with `clear`, `dmesg -c`: later reads start
+    /// after the lines returned.
+    case dmesg(clear: Bool)
     /// The machine's description and current state, as a topology document.
     case dump
     /// Streams events; after `count` of them (nil: until the client hangs up)
@@ -32,7 +33,7 @@ public enum ControlRequest: Sendable, Equatable {
 
     /// The member names on the wire.
     enum Key: String {
-        case verb, container, group, context, device, point, errno, times, always, probability, count
+        case verb, container, group, context, device, point, errno, times, always, probability, count, clear
     }
 
     /// The request as one JSON object.
@@ -48,7 +49,7 @@ public enum ControlRequest: Sendable, Equatable {
                        fault.remaining.map { (.times, .integer($0)) } ?? (.always, .bool(true)),
                        (.probability, .number(String(fault.probability)))])
         case .clearFault(let point): (.clearFault, [(.point, .string(point.rawValue))])
-        case .dmesg: (.dmesg, [])
+        case .dmesg(let clear): (.dmesg, clear ? [(.clear, .bool(true))] : [])
         case .dump: (.dump, [])
         case .trace(let count): (.trace, count.map { [(.count, .integer($0))] } ?? [])
         }
@@ -74,7 +75,7 @@ public enum ControlRequest: Sendable, Equatable {
             self = .inject(try fields.point(), .init(errno: try fields.errno(), remaining: try fields.times(), probability: probability))
         case .clearFault:
             self = .clearFault(try fields.point())
-        case .dmesg: self = .dmesg
+        case .dmesg: self = .dmesg(clear: try fields.optionalBool(.clear))
         case .dump: self = .dump
         case .trace: self = .trace(count: try fields.optionalCount(.count))
         }
@@ -139,13 +140,19 @@ private final class RequestFields {
 
     /// How many failures: `times` (1 when absent), or nil for `"always": true`.
     func times() throws(ControlFailure) -> Int? {
-        let always = isAbsentOrNull(.always) ? false : try value(.always).boolValue
-        guard let always else { throw .badRequest("\"always\" must be true or false") }
+        let always = try optionalBool(.always)
         if isAbsentOrNull(.times) { return always ? nil : 1 }
         guard !always else { throw .badRequest("\"times\" and \"always\" exclude each other") }
         let n = try count(.times)
         guard n > 0 else { throw .badRequest("\"times\" must be at least 1") }
         return n
+    }
+
+    /// `true` or `false`; false when absent.
+    func optionalBool(_ key: ControlRequest.Key) throws(ControlFailure) -> Bool {
+        if isAbsentOrNull(key) { return false }
+        guard let flag = try value(key).boolValue else { throw .badRequest("\"\(key.rawValue)\" must be true or false") }
+        return flag
     }
 
     func probability() throws(ControlFailure) -> Double {

@@ -16,8 +16,9 @@ extension IOMMUGroup {
         }
         if let untrusted {
             if let wish = driverType, wish != .dma {
-                subsystem.log.append(untrusted.logPrefix
-                    + "Device is not trusted, but driver is overriding group \(id) to \(wish.logName), refusing to probe.")
+                subsystem.log.appendRatelimited(untrusted.logPrefix
+                    + "Device is not trusted, but driver is overriding group \(id) to \(wish.logName), refusing to probe.",
+                    at: .untrustedOverride)
                 return .failure(.invalidArgument)
             }
             driverType = .dma
@@ -32,8 +33,9 @@ extension IOMMUGroup {
     private func combinedWish(_ current: DomainType?, _ device: Device) -> DomainType? {
         guard let wish = device.domainWish, wish != current else { return current }
         guard let current else { return wish }
-        subsystem.log.append(device.logPrefix
-            + "IOMMU driver error, requesting conflicting def_domain_type, \(current.logName) and \(wish.logName), for devices in group \(id).")
+        subsystem.log.appendRatelimited(device.logPrefix
+            + "IOMMU driver error, requesting conflicting def_domain_type, \(current.logName) and \(wish.logName), for devices in group \(id).",
+            at: .conflictingWishes)
         return wish == .identity ? wish : current
     }
 
@@ -150,15 +152,15 @@ extension IOMMUGroup {
     /// group keeps its old default domain.
     func changeDeviceDefaultDomain(_ s: inout GroupState, _ device: Device, target: DomainType?) -> Errno? {
         guard s.domain === s.defaultDomain else {
-            subsystem.log.append(device.logPrefix + "Group not assigned to default domain")
+            subsystem.log.appendRatelimited(device.logPrefix + "Group not assigned to default domain", at: .changeDefaultNotDefaultDomain)
             return .resourceBusy
         }
         guard s.devices.count == 1 else {
-            subsystem.log.append(device.logPrefix + "Cannot change default domain: Group has more than one device")
+            subsystem.log.appendRatelimited(device.logPrefix + "Cannot change default domain: Group has more than one device", at: .changeDefaultGroupNotSingleton)
             return .invalidArgument
         }
         guard s.devices[0].device === device else {
-            subsystem.log.append(device.logPrefix + "Cannot change default domain: Device has been changed")
+            subsystem.log.appendRatelimited(device.logPrefix + "Cannot change default domain: Device has been changed", at: .changeDefaultDeviceChanged)
             return .resourceBusy
         }
         guard let old = s.defaultDomain else { return .invalidArgument }
@@ -167,7 +169,7 @@ extension IOMMUGroup {
         let type: DomainType
         if let target {
             if let wish, wish != target {
-                subsystem.log.append(device.logPrefix + "Device cannot be in \(target.logName) domain")
+                subsystem.log.appendRatelimited(device.logPrefix + "Device cannot be in \(target.logName) domain", at: .changeDefaultCannotBeIn)
                 return .invalidArgument
             }
             type = target

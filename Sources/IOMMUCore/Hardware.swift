@@ -82,6 +82,11 @@ public struct PCIDriver: Sendable, Equatable, Hashable {
         self.managesDMA = managesDMA
     }
 
+    /// What the driver's probe logs for the device, after `DRIVER BDF: `:
+    /// pci-stub's `pci_stub_probe` says `claimed by stub` (drivers/pci/pci-stub.c).
+    /// Other drivers' probe messages are about their hardware, not modelled.
+    public var probeLogLine: String? { name == "pci-stub" ? "claimed by stub" : nil }
+
     /// The drivers that set `driver_managed_dma` in mainline (S13).
     public static let dmaManagingNames: Set<String> = ["vfio-pci", "pci-stub", "pcieport"]
 }

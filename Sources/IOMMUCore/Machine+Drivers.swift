@@ -19,7 +19,7 @@ extension Machine {
     /// Releases the device's driver (`device_release_driver`): the group
     /// reference goes back (`pci_dma_cleanup`). ENODEV if none is bound.
     public func unbind(_ device: Device) -> Errno? {
-        device.lock.withLock { _ in unbindLocked(device) }
+        device.lock.withLock { state in unbindLocked(device, state) }
     }
 
     /// `bind_store`: `driver` must match the device (its id table, or the
@@ -35,7 +35,7 @@ extension Machine {
     public func detach(_ driver: PCIDriver, from device: Device) -> Errno? {
         device.lock.withLock { state in
             guard state.isPresent, device.driver == driver else { return .noDevice }
-            return unbindLocked(device)
+            return unbindLocked(device, state)
         }
     }
 
@@ -85,14 +85,18 @@ extension Machine {
         if device.driver != nil { return .resourceBusy }
         if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return error }
         device.setDriver(driver)
+        if let line = driver.probeLogLine { log.append(device.logPrefix + line) }
         subsystem.events.emit(.driverBound(device.address, driver: driver.name))
         observer?.driverBound(device, driver)
         return nil
     }
 
-    /// `device_release_driver` with the device lock held.
-    func unbindLocked(_ device: Device) -> Errno? {
+    /// `device_release_driver` with the device lock held (`state` is what it protects).
+    func unbindLocked(_ device: Device, _ state: DeviceLockState) -> Errno? {
         guard let driver = device.driver else { return .noDevice }
+        // pci_device_remove → pci_iov_remove, while the driver is still set:
+        // its remove() should have disabled SR-IOV.
+        if !state.virtualFunctions.isEmpty { log.append(device.logPrefix + "driver left SR-IOV enabled after remove") }
         device.setDriver(nil)
         if !driver.managesDMA { device.group?.unuseDefaultDomain() }
         subsystem.events.emit(.driverUnbound(device.address, driver: driver.name))

@@ -186,7 +186,7 @@ public final class Machine: Sendable {
         for vf in device.virtualFunctions.reversed() { removeOne(vf) }
         device.lock.withLock { state in
             state.virtualFunctions = []
-            _ = unbindLocked(device)
+            _ = unbindLocked(device, state)
             state.isPresent = false
             state.driverOverride = nil
         }

@@ -52,13 +52,13 @@ extension IOMMUGroup {
     private func storeTypeOfSingleton(_ target: DomainType?, count: Int) -> Result<Int, Errno> {
         let device = state.withLock { s in s.devices.count == 1 ? s.devices[0].device : nil }
         guard let device else {
-            subsystem.log.append("iommu: Cannot change default domain: Group has more than one device")
+            subsystem.log.appendRatelimited("iommu: Cannot change default domain: Group has more than one device", at: .storeTypeGroupNotSingleton)
             return .failure(.invalidArgument)
         }
         return device.lock.withLock { _ -> Result<Int, Errno> in
             let liveUpgrade = target == .dmaFQ && state.withLock { $0.defaultDomain?.type == .dma }
             if device.driver != nil && !liveUpgrade {
-                subsystem.log.append("iommu: Device is still bound to driver")
+                subsystem.log.appendRatelimited("iommu: Device is still bound to driver", at: .storeTypeDeviceBound)
                 return .failure(.resourceBusy)
             }
             return state.withLock { s -> Result<Int, Errno> in

@@ -234,16 +234,20 @@ extension CtlCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the kernel log ring, oldest first, as dmesg does.",
             discussion: """
-                Example:
+                Examples:
                   iommufs ctl --mount mnt dmesg | grep 'iommu group'
+                  iommufs ctl --mount mnt dmesg --clear     # like dmesg -c: the next read shows only newer lines
                 """)
 
         @ParentCommand var ctl: CtlCommand
 
+        @Flag(help: "Clear after printing, like dmesg -c: later reads start after these lines. Example: --clear")
+        var clear = false
+
         func run() throws {
             try ctl.withClient { client throws(ControlFailure) in
                 var out = OutputBuffer()
-                for line in try client.dmesg() { out.append(line + "\n") }
+                for line in try client.dmesg(clear: clear) { out.append(line + "\n") }
                 out.flush()
             }
         }

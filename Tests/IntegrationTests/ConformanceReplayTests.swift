@@ -27,6 +27,7 @@ import Testing
         }
         let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-alt", "--profile", "linux-6.12"]) { m in
             var replay = AltPCIReplay(mount: m, lines: Transcript.parse(text))
+            replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
             replay.run()
             return replay.report
         }
@@ -42,6 +43,7 @@ import Testing
         }
         let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", profile]) { m in
             var replay = Replay(mount: m, lines: Transcript.parse(text))
+            replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
             replay.run()
             return replay.report
         }
@@ -116,6 +118,8 @@ struct Replay {
     private var lastUnbound: String?
     /// Devices `settype` unbound, with their drivers, to be rebound by the `rebound:` line.
     private var settypeUnbound: [(String, String)] = []
+    /// Compares each step's `kmsg:` lines; nil: they are skipped.
+    var kernelLog: KernelLogComparison?
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -135,8 +139,11 @@ struct Replay {
             let line = lines[index]
             report.note(line.section)
             step(line)
+            if line.kind != "kmsg:" { kernelLog?.compareStep(at: index, of: lines, into: &report) }
             index += 1
         }
+        kernelLog?.finish(lines.last!, into: &report)
+        kernelLog?.close()
     }
 
     // MARK: bookkeeping
@@ -198,7 +205,7 @@ struct Replay {
         let f = line.fields
         switch line.kind {
         case "meta", "modload": skip(line, "describes the guest boot")
-        case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
+        case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
         case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
         case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
         case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
@@ -641,6 +648,8 @@ struct AltPCIReplay {
     static let notPresented = "file the mount does not present (uevent, drivers_autoprobe, resource_alignment, enable, config, per-device and pci_bus rescan, sriov_vf_total_msix, slots)"
     /// Descriptors opened before a removal (`fd` lines), by target and direction.
     private var fds: [String: Int32] = [:]
+    /// Compares each step's `kmsg:` lines; nil: they are skipped.
+    var kernelLog: KernelLogComparison?
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -656,8 +665,11 @@ struct AltPCIReplay {
                 if lines[index...].prefix(40).contains(where: { $0.kind == "fd" }) { openDescriptors(from: index) }
             }
             step(line)
+            if line.kind != "kmsg:" { kernelLog?.compareStep(at: index, of: lines, diverged: diverged, into: &report) }
             index += 1
         }
+        kernelLog?.finish(lines.last!, into: &report)
+        kernelLog?.close()
         for fd in fds.values where fd >= 0 { close(fd) }
     }
 
@@ -747,7 +759,7 @@ struct AltPCIReplay {
         let words = line.step.split(separator: " ", omittingEmptySubsequences: false)
         switch line.kind {
         case "meta", "modload": skip(line, "describes the guest boot")
-        case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
+        case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
         case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
         case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
         case "pcicaps": skip(line, "config space (capabilities) is not presented by the mount")
