@@ -116,6 +116,8 @@ struct Replay {
     private var lastUnbound: String?
     /// Devices `settype` unbound, with their drivers, to be rebound by the `rebound:` line.
     private var settypeUnbound: [(String, String)] = []
+    /// The `ls -lan` listing being compared with `ls-la` lines.
+    private var lsLaReplay = LsLaReplay()
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -150,6 +152,11 @@ struct Replay {
     // MARK: the mount
 
     private func p(_ relative: String) -> String { mount.path(relative) }
+
+    private mutating func lsLa(_ line: TranscriptLine) {
+        let observed = lsLaReplay.observe(lines, at: index, on: mount)
+        compare(line, expected: observed.expected, actual: observed.actual)
+    }
     private func typePath(_ group: String) -> String { p("kernel/iommu_groups/\(group)/type") }
 
     private func type(_ group: String) -> String { mount.typeAsTranscribed(group) }
@@ -199,7 +206,7 @@ struct Replay {
         switch line.kind {
         case "meta", "modload": skip(line, "describes the guest boot")
         case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
-        case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
+        case "ls-la": lsLa(line)
         case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
         case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
         case "link": link(line)
@@ -641,6 +648,8 @@ struct AltPCIReplay {
     static let notPresented = "file the mount does not present (uevent, drivers_autoprobe, resource_alignment, enable, config, per-device and pci_bus rescan, sriov_vf_total_msix, slots)"
     /// Descriptors opened before a removal (`fd` lines), by target and direction.
     private var fds: [String: Int32] = [:]
+    /// The `ls -lan` listing being compared with `ls-la` lines.
+    private var lsLaReplay = LsLaReplay()
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -675,6 +684,11 @@ struct AltPCIReplay {
     // MARK: the mount
 
     private func p(_ relative: String) -> String { mount.path(relative) }
+
+    private mutating func lsLa(_ line: TranscriptLine) {
+        let observed = lsLaReplay.observe(lines, at: index, on: mount)
+        compare(line, expected: observed.expected, actual: observed.actual)
+    }
     private func sys(_ sysPath: String) -> String { p(String(sysPath.dropFirst(5))) }
     private func dev(_ d: String, _ file: String) -> String { p("bus/pci/devices/\(d)/\(file)") }
 
@@ -748,7 +762,7 @@ struct AltPCIReplay {
         switch line.kind {
         case "meta", "modload": skip(line, "describes the guest boot")
         case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
-        case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
+        case "ls-la": lsLa(line)
         case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
         case "pcicaps": skip(line, "config space (capabilities) is not presented by the mount")
         case "slot", "slots":
