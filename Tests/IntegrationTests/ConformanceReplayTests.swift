@@ -208,7 +208,9 @@ struct Replay {
         case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
         case "ls-la": lsLa(line)
         case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
-        case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
+        case "readdir":
+            let observed = ReaddirOrder.observe(line, on: mount)
+            compare(line, expected: observed.expected, actual: observed.actual)
         case "link": link(line)
         case "misc": misc(line)
         case "topology":
@@ -763,7 +765,9 @@ struct AltPCIReplay {
         case "meta", "modload": skip(line, "describes the guest boot")
         case "kmsg:": skip(line, "kernel log of the guest (not compared in this slice)")
         case "ls-la": lsLa(line)
-        case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
+        case "readdir":
+            let observed = ReaddirOrder.observe(line, on: mount)
+            compare(line, expected: observed.expected, actual: observed.actual)
         case "pcicaps": skip(line, "config space (capabilities) is not presented by the mount")
         case "slot", "slots":
             if line.kind == "slot", let a = line.fields["address"] { slotBuses.append(a) }
