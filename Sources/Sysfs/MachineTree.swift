@@ -201,13 +201,15 @@ public final class MachineTree: MachineObserver {
     }
 
     /// `iommu_device_sysfs_add`: the unit's class device with its `devices/`
-    /// directory and `subsystem` link, and the `class/iommu/<unit>` link.
+    /// directory, `subsystem` link and attributes, and the
+    /// `class/iommu/<unit>` link.
     private func addUnit(_ unit: IOMMUUnit) {
         let dir = tree.makeDirectories(unit.sysfsPath)
         tree.makeDirectory("devices", in: dir).directory!.populateLazily { [unowned self] in
             for device in machine.devices where device.unit == unit { linkUnit(device) }
         }
         tree.makeSymlink("subsystem", in: dir, to: Paths.iommuClass)
+        addUnitAttributes(unit, in: dir)
         tree.makeSymlink(unit.name, in: tree.node(atPath: Paths.iommuClass)!, to: unit.sysfsPath)
     }
 

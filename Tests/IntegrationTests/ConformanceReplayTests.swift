@@ -389,14 +389,10 @@ struct Replay {
         return "ok len=\(data.count) reads=\(reads) data=\(Transcript.escape(data))"
     }
 
-    /// `node path=/sys/... kind=K mode=M uid=U gid=G size=S nlink=N [target=...] [content=...]`,
-    /// compared for the kernel/iommu_groups tree only.
+    /// `node path=/sys/... kind=K mode=M uid=U gid=G size=S nlink=N [target=...] [content=...]`.
     private mutating func node(_ line: TranscriptLine) {
         let f = line.fields
         let sysPath = f["path"]!
-        guard sysPath.hasPrefix("/sys/kernel/iommu_groups") else {
-            return skip(line, "node outside kernel/iommu_groups (dmar0's attributes) not compared in this slice")
-        }
         let path = p(String(sysPath.dropFirst(5)))
         guard let st = Syscall.lstat(path) else {
             return compare(line, expected: line.text, actual: "no such node")
