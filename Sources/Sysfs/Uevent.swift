@@ -31,10 +31,10 @@ enum Uevent {
         let unknown = "unknown uevent action string"
         guard count > 0 else { return unknown }
         let space = bytes[0..<count].firstIndex(of: 0x20)
-        // strncmp stops at a NUL: the action is the text before it.
-        var first = bytes[..<(space ?? count)]
-        if let nul = first.firstIndex(of: 0) { first = first[..<nul] }
-        guard actions.contains(where: { Array($0.utf8) == Array(first) }) else { return unknown }
+        // The word must be a whole action: `kobject_actions[action][count_first]`
+        // must be its NUL (a NUL inside the word does not end it there).
+        let first = Array(bytes[..<(space ?? count)])
+        guard actions.contains(where: { Array($0.utf8) == first }) else { return unknown }
         guard let space else { return nil }
         // The arguments run to the end of the original buffer.
         return validArguments(Array(bytes[(space + 1)...])) ? nil : "incorrect uevent action arguments"

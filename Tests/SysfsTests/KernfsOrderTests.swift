@@ -89,3 +89,21 @@ import Testing
         #expect(after == [resume === earlier ? second : first])
     }
 }
+
+@Suite("synthetic uevents") struct UeventTests {
+    @Test("kobject_synth_uevent accepts an action, a UUID and alphanumeric KEY=VALUE pairs", arguments: [
+        ("add", nil), ("change\n", nil), ("unbind\0", nil), ("add\0junk", "unknown uevent action string"),
+        ("add 12345678-1234-1234-1234-123456789abc", nil),
+        ("add 12345678-1234-1234-1234-123456789abc A=1 b2=x\n", nil),
+        ("", "unknown uevent action string"), ("\n", "unknown uevent action string"),
+        ("ad", "unknown uevent action string"), ("adds", "unknown uevent action string"),
+        ("add ", "incorrect uevent action arguments"),
+        ("add 12345678-1234-1234-1234-123456789abz", "incorrect uevent action arguments"),
+        ("add 12345678-1234-1234-1234-123456789abc A=", "incorrect uevent action arguments"),
+        ("add 12345678-1234-1234-1234-123456789abc A-B=1", "incorrect uevent action arguments"),
+        ("add 12345678-1234-1234-1234-123456789abc\n\n", "incorrect uevent action arguments"),
+    ] as [(String, String?)])
+    func synthUevent(text: String, problem: String?) {
+        #expect(Uevent.problem(Array(text.utf8)) == problem)
+    }
+}
