@@ -10,14 +10,16 @@ enum Uevent {
     /// `kobject_actions[]`, in enum kobject_action order.
     static let actions = ["add", "remove", "change", "move", "online", "offline", "bind", "unbind"]
 
-    /// What `uevent_store` returns for `buffer`, written to the device at
-    /// `devicePath` (from the sysfs root); `devicePrefix` is `dev_err`'s
-    /// "<driver or bus or class> <device>".
-    static func store(_ buffer: UnsafeRawBufferPointer, devicePath: String, devicePrefix: String,
+    /// What a `uevent` store returns for `buffer`, written to the kobject
+    /// at `path` (from the sysfs root). A device's (`uevent_store`) also
+    /// logs with `dev_err`, whose "<driver or bus or class> <device>" is
+    /// `devicePrefix`; a bus's or a driver's (`bus_uevent_store`,
+    /// drivers/base/bus.c `uevent_store`) only return the error.
+    static func store(_ buffer: UnsafeRawBufferPointer, path: String, devicePrefix: String? = nil,
                       log: KernelLog) -> Result<Int, Errno> {
         if let problem = problem(Array(buffer)) {
-            log.append("synth uevent: /\(devicePath): \(problem)")
-            log.append("\(devicePrefix): uevent: failed to send synthetic uevent: -22")
+            log.append("synth uevent: /\(path): \(problem)")
+            if let devicePrefix { log.append("\(devicePrefix): uevent: failed to send synthetic uevent: -22") }
             return .failure(.invalidArgument)
         }
         return .success(buffer.count)

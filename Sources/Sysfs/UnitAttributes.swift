@@ -11,7 +11,7 @@ extension MachineTree {
         // dev_uevent adds nothing for a class device without a bus or type.
         tree.makeAttribute("uevent", in: dir, permissions: 0o644, show: { .success([]) },
                            store: { [machine] buffer, _ in
-                               Uevent.store(buffer, devicePath: unit.sysfsPath, devicePrefix: "iommu \(unit.name)", log: machine.log)
+                               Uevent.store(buffer, path: unit.sysfsPath, devicePrefix: "iommu \(unit.name)", log: machine.log)
                            })
         RuntimePower().add(to: tree.makeDirectory("power", in: dir), in: tree)
         guard let registers = unit.registers else { return }
