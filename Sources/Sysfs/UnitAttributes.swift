@@ -52,9 +52,20 @@ extension MachineTree {
 /// sysfs.c): runtime PM is disabled, so the status is `unsupported`;
 /// `control` and `async` keep what is written to them.
 final class RuntimePower: Sendable {
-    /// `control` is `on` (pm_runtime_forbid, which takes a usage
-    /// reference) rather than `auto`; `async` is enabled.
-    private let state = Mutex((forbidden: false, async: false))
+    /// The two settable words, each one of two (`sysfs_streq` in
+    /// `control_store` and `async_store`; anything else is EINVAL).
+    enum Switch: Sendable, CaseIterable {
+        /// `auto`, or `on` (pm_runtime_forbid, which takes a usage reference).
+        case control
+        /// `disabled` or `enabled`.
+        case async
+
+        var words: [String] { self == .control ? ["auto", "on"] : ["disabled", "enabled"] }
+        var name: String { self == .control ? "control" : "async" }
+    }
+
+    /// The switches that are set to their second word.
+    private let set = Mutex<Set<Switch>>([])
 
     func add(to dir: Node, in tree: SysfsTree) {
         let constants = [("runtime_active_kids", "0"), ("runtime_active_time", "0"), ("runtime_enabled", "disabled"),
@@ -63,27 +74,22 @@ final class RuntimePower: Sendable {
             tree.makeAttribute(name, in: dir, permissions: 0o444, .constant(text + "\n"))
         }
         tree.makeAttribute("runtime_usage", in: dir, permissions: 0o444,
-                           show: { [self] in .success(Array((state.withLock { $0.forbidden } ? "1\n" : "0\n").utf8)) })
-        tree.makeAttribute("control", in: dir, permissions: 0o644,
-                           show: { [self] in .success(Array((state.withLock { $0.forbidden } ? "on\n" : "auto\n").utf8)) },
-                           store: { [self] buffer, _ in
-                               // control_store: sysfs_streq "auto" / "on".
-                               guard let on = Self.choice(buffer, ["auto", "on"]) else { return .failure(.invalidArgument) }
-                               state.withLock { $0.forbidden = on == 1 }
-                               return .success(buffer.count)
-                           })
-        tree.makeAttribute("async", in: dir, permissions: 0o644,
-                           show: { [self] in .success(Array((state.withLock { $0.async } ? "enabled\n" : "disabled\n").utf8)) },
-                           store: { [self] buffer, _ in
-                               // async_store: sysfs_streq "enabled" / "disabled".
-                               guard let choice = Self.choice(buffer, ["disabled", "enabled"]) else { return .failure(.invalidArgument) }
-                               state.withLock { $0.async = choice == 1 }
-                               return .success(buffer.count)
-                           })
+                           show: { [self] in .success(Array((isSet(.control) ? "1\n" : "0\n").utf8)) })
+        for item in Switch.allCases {
+            tree.makeAttribute(item.name, in: dir, permissions: 0o644,
+                               show: { [self] in .success(Array((item.words[isSet(item) ? 1 : 0] + "\n").utf8)) },
+                               store: { [self] buffer, _ in
+                                   guard let index = Self.choice(buffer, item.words) else { return .failure(.invalidArgument) }
+                                   set.withLock { if index == 1 { $0.insert(item) } else { $0.remove(item) } }
+                                   return .success(buffer.count)
+                               })
+        }
         // autosuspend_delay_ms_show/_store: EIO without use_autosuspend.
         tree.makeAttribute("autosuspend_delay_ms", in: dir, permissions: 0o644,
                            show: { .failure(.ioError) }, store: { _, _ in .failure(.ioError) })
     }
+
+    private func isSet(_ item: Switch) -> Bool { set.withLock { $0.contains(item) } }
 
     /// The index of the word `buffer` holds, compared as `sysfs_streq`
     /// does (up to a NUL, one trailing newline allowed on either side).
