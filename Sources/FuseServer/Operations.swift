@@ -254,11 +254,13 @@ private func opOpendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutabl
 }
 
 /// Fills the kernel's buffer from `offset` on, as many entries as fit, from
-/// the directory as it is now. The offset after "." is 1, after ".." 2, after
-/// a child 3 + its position: positions never change and are never reused,
-/// so a listing that spans several READDIRs while the directory changes
-/// neither repeats nor skips an entry that stayed. Removed entries of a
-/// removed directory are skipped, as kernfs skips inactive nodes.
+/// the directory as it is now, in kernfs order ("." and ".." first, as
+/// `dir_emit_dots`, then the children by name hash). The offset after "."
+/// is 1, after ".." 2, after a child its position (hash and sequence, at
+/// least 2 << 32): positions never change and are never reused, so a
+/// listing that spans several READDIRs while the directory changes neither
+/// repeats nor skips an entry that stayed. Removed entries of a removed
+/// directory are skipped, as kernfs skips inactive nodes.
 private func opReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
                        _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
@@ -284,11 +286,11 @@ private func opReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off
             fits = add("..", 2)
         }
         if fits {
-            directory.forEachEntry(from: UInt32(clamping: max(offset - 2, 0))) { child in
+            directory.forEachEntry(after: UInt64(clamping: offset)) { child in
                 if child.isRemoved { return true }
                 st.st_ino = UInt(child.ino)
                 st.st_mode = child.fileType
-                return child.name.withCString { add($0, off_t(child.position) + 3) }
+                return child.name.withCString { add($0, off_t(child.position)) }
             }
         }
         fuse_reply_buf(req, used > 0 ? UnsafePointer(base.assumingMemoryBound(to: CChar.self)) : nil, used)

@@ -62,11 +62,15 @@ public struct IOMMUUnit: Sendable, Equatable {
     /// `devices/virtual/iommu/dmar0` for Intel, or
     /// `devices/pci0000:00/0000:00:00.2/iommu/ivhd0` for AMD.
     public var sysfsPath: String
+    /// Intel units: the registers shown under `intel-iommu/` (nil: that
+    /// directory is not presented).
+    public var registers: VTdRegisters?
 
-    public init(name: String, abilities: IOMMUDriverAbilities, sysfsPath: String) {
+    public init(name: String, abilities: IOMMUDriverAbilities, sysfsPath: String, registers: VTdRegisters? = nil) {
         self.name = name
         self.abilities = abilities
         self.sysfsPath = sysfsPath
+        self.registers = registers
     }
 }
 

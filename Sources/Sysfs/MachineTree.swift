@@ -159,9 +159,10 @@ public final class MachineTree: MachineObserver {
 
     // MARK: Building
 
-    /// `/sys/bus/pci/{drivers_probe,rescan}` (0200).
+    /// `/sys/bus/pci/{drivers_probe,rescan,uevent}` (0200).
     private func addBusKnobs() {
         let bus = tree.makeDirectories(Paths.pciBus)
+        addUeventKnob(in: bus)
         tree.makeAttribute("drivers_probe", in: bus, permissions: 0o200, store: { [machine] buffer, _ in
             guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
             return machine.probe(device).map { .failure($0) } ?? .success(buffer.count)
@@ -173,7 +174,7 @@ public final class MachineTree: MachineObserver {
         })
     }
 
-    /// `/sys/bus/pci/drivers/<name>/{bind,unbind,new_id,remove_id}` (0200): registered
+    /// `/sys/bus/pci/drivers/<name>/{bind,unbind,new_id,remove_id,uevent}` (0200): registered
     /// drivers have a directory whether or not they drive anything.
     private func addDriver(_ driver: PCIDriver) {
         let dir = tree.makeDirectories(Paths.driver(driver.name))
@@ -183,7 +184,16 @@ public final class MachineTree: MachineObserver {
         }
     }
 
+    /// The write-only (0200) `uevent` of a bus or driver directory.
+    private func addUeventKnob(in dir: Node) {
+        let path = dir.path
+        tree.makeAttribute("uevent", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
+            Uevent.store(buffer, path: path, log: machine.log)
+        })
+    }
+
     private func addDriverKnobs(_ driver: PCIDriver, in dir: Node) {
+        addUeventKnob(in: dir)
         tree.makeAttribute("bind", in: dir, permissions: 0o200, store: { [machine] buffer, _ in
             guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
             return machine.attach(driver, to: device).map { .failure($0) } ?? .success(buffer.count)
@@ -201,13 +211,15 @@ public final class MachineTree: MachineObserver {
     }
 
     /// `iommu_device_sysfs_add`: the unit's class device with its `devices/`
-    /// directory and `subsystem` link, and the `class/iommu/<unit>` link.
+    /// directory, `subsystem` link and attributes, and the
+    /// `class/iommu/<unit>` link.
     private func addUnit(_ unit: IOMMUUnit) {
         let dir = tree.makeDirectories(unit.sysfsPath)
         tree.makeDirectory("devices", in: dir).directory!.populateLazily { [unowned self] in
             for device in machine.devices where device.unit == unit { linkUnit(device) }
         }
         tree.makeSymlink("subsystem", in: dir, to: Paths.iommuClass)
+        addUnitAttributes(unit, in: dir)
         tree.makeSymlink(unit.name, in: tree.node(atPath: Paths.iommuClass)!, to: unit.sysfsPath)
     }
 

@@ -40,20 +40,24 @@ public final class Node: @unchecked Sendable {
     /// owner other than root (kept in `Node.owners`: almost no node has one,
     /// and a node one word smaller is a malloc size class smaller).
     private let permissionBits: Atomic<UInt32>
+    /// Tells apart entries of one directory whose names hash alike: given
+    /// at insertion under the parent's lock, never reused in that parent.
+    /// (Declared here, beside the other 32-bit field, to fill its padding.)
+    public internal(set) var sequence: UInt32 = 0
     private static let ownedFlag: UInt32 = 1 << 31
     /// uid << 32 | gid of the nodes that were chowned.
     private static let owners = Mutex<[ObjectIdentifier: UInt64]>([:])
     /// `removedFlag` | the kernel's lookup count.
     private let state = Atomic<UInt64>(0)
     private static let removedFlag: UInt64 = 1 << 63
-    /// The readdir position in the parent, given at insertion under the
-    /// parent's lock and fixed afterwards: offsets stay valid while the
-    /// directory changes, as kernfs' hash positions do.
-    public internal(set) var position: UInt32 = 0
+    /// `kernfs_name_hash(name, NULL)`: the entry's place in its parent's
+    /// listing (kernfs orders siblings by hash, then name).
+    public let hash: UInt32
 
     init(ino: UInt64, name: String, kind: Kind, permissions: UInt32, parent: Node?) {
         self.ino = ino
         self.name = name
+        self.hash = KernfsHash.of(name)
         self.kind = kind
         self.parent = parent
         self.permissionBits = Atomic(permissions)
@@ -133,6 +137,19 @@ public final class Node: @unchecked Sendable {
         }
     }
 
+    /// The readdir offset after this entry: the hash above the sequence,
+    /// so that offsets follow the listing order (but for names that hash
+    /// alike) and stay valid while the directory changes, as kernfs' hash
+    /// positions do. Never below 2 << 32: offsets 1 and 2 are "." and "..".
+    public var position: UInt64 { UInt64(hash) << 32 | UInt64(sequence) }
+
+    /// kernfs' sibling order (`kernfs_name_compare` without namespaces):
+    /// hash, then the names' bytes as strcmp compares them.
+    func precedes(_ other: Node) -> Bool {
+        if hash != other.hash { return hash < other.hash }
+        return name.utf8.lexicographicallyPrecedes(other.name.utf8)
+    }
+
     /// Regular sysfs attributes report PAGE_SIZE whatever their content;
     /// kernfs directories and symlinks report 0.
     public var size: Int {
@@ -176,7 +193,7 @@ public final class Node: @unchecked Sendable {
     }
 }
 
-/// A directory's entries, in creation order, behind the directory's own lock.
+/// A directory's entries, in kernfs order, behind the directory's own lock.
 ///
 /// A directory may be populated lazily: its contents are created from the
 /// model by a closure on first access (lookup, listing, change), so a big
@@ -184,9 +201,12 @@ public final class Node: @unchecked Sendable {
 /// must only read the model's group, registry and leaf state (never a
 /// device lock): it can run while a caller holds one.
 ///
-/// Entries are an array in creation order (their readdir positions grow
-/// along it); a name index is added once a directory grows past a few
-/// entries, so that small directories (most of them) cost one array.
+/// Entries are an array in kernfs' rbtree order, (hash, name)
+/// (`kernfs_link_sibling`), which is the getdents order: kept sorted by
+/// each insertion and removal, and sorted once when a lazy population
+/// ends (it appends), so that no listing sorts. A name index is added once
+/// a directory grows past a few entries, so that small directories (most
+/// of them) cost one array.
 public final class Directory: @unchecked Sendable {
     public typealias Populate = @Sendable () -> Void
     /// Creates the entry `name` alone if the model has it (a lookup before
@@ -209,16 +229,46 @@ public final class Directory: @unchecked Sendable {
     }
 
     private struct Entries {
+        /// In kernfs order, except while a population appends to it.
         var ordered: [Node] = []
         /// Name → node, for directories with more than `indexThreshold` entries.
         var byName: [String: Node]?
         var subdirectories: Int32 = 0
-        var nextPosition: UInt32 = 0
+        var nextSequence: UInt32 = 0
+        /// Entries were appended out of order (during a population).
+        var unsorted = false
 
         func find(_ name: String) -> Node? {
             if let byName { return byName[name] }
             for node in ordered where node.name == name { return node }
             return nil
+        }
+
+        /// The index of the first entry that does not precede `node`.
+        func insertionIndex(of node: Node) -> Int {
+            var low = 0, high = ordered.count
+            while low < high {
+                let mid = (low + high) / 2
+                if ordered[mid].precedes(node) { low = mid + 1 } else { high = mid }
+            }
+            return low
+        }
+
+        /// The index of the first entry whose hash is at least `hash`.
+        func firstIndex(hashAtLeast hash: UInt32) -> Int {
+            var low = 0, high = ordered.count
+            while low < high {
+                let mid = (low + high) / 2
+                if ordered[mid].hash < hash { low = mid + 1 } else { high = mid }
+            }
+            return low
+        }
+
+        /// Restores kernfs order after a population appended.
+        mutating func sortIfNeeded() {
+            guard unsorted else { return }
+            ordered.sort { $0.precedes($1) }
+            unsorted = false
         }
     }
 
@@ -266,6 +316,7 @@ public final class Directory: @unchecked Sendable {
             guard let lazy = work else { return }
             populatingThread.store(me, ordering: .relaxed)
             lazy.populate()
+            entries.withLock { $0.sortIfNeeded() }
             work = nil
             populatingThread.store(0, ordering: .relaxed)
             isPopulated.store(true, ordering: .releasing)
@@ -302,19 +353,30 @@ public final class Directory: @unchecked Sendable {
         return entries.withLock { $0.ordered }
     }
 
-    /// Calls `body` with the entries whose readdir position is at least
-    /// `position`, in order, under the directory's lock, until it returns
-    /// false. `body` must not block or touch the tree.
-    public func forEachEntry(from position: UInt32, _ body: (Node) -> Bool) {
+    /// Calls `body` with the entries after the one at readdir offset
+    /// `position` (`Node.position`; from the first entry for an offset
+    /// below any entry's), in order, under the directory's lock, until it
+    /// returns false. `body` must not block or touch the tree.
+    ///
+    /// Like `kernfs_dir_pos`, the listing resumes by hash: a binary search,
+    /// then the entry with that exact position among the few with its
+    /// hash. If that entry was removed meanwhile, it resumes at the next
+    /// hash (kernfs, without its saved cursor, resumes at the same hash).
+    public func forEachEntry(after position: UInt64, _ body: (Node) -> Bool) {
         ensurePopulated()
         entries.withLock { e in
-            // Positions grow along `ordered`: binary search for the start.
-            var low = 0, high = e.ordered.count
-            while low < high {
-                let mid = (low + high) / 2
-                if e.ordered[mid].position < position { low = mid + 1 } else { high = mid }
+            let hash = UInt32(truncatingIfNeeded: position >> 32)
+            var start = e.firstIndex(hashAtLeast: hash)
+            if hash >= 2 {
+                var i = start
+                while i < e.ordered.count, e.ordered[i].hash == hash, e.ordered[i].position != position { i += 1 }
+                if i < e.ordered.count, e.ordered[i].position == position {
+                    start = i + 1
+                } else {
+                    start = hash == .max ? e.ordered.count : e.firstIndex(hashAtLeast: hash + 1)
+                }
             }
-            for i in low..<e.ordered.count where !body(e.ordered[i]) { return }
+            for i in start..<e.ordered.count where !body(e.ordered[i]) { return }
         }
     }
 
@@ -361,11 +423,18 @@ public final class Directory: @unchecked Sendable {
     /// Adds `node`, or returns the entry that already has its name.
     func insert(_ node: Node) -> Node? {
         ensurePopulated()
+        // Only the populating thread gets here before the population ended.
+        let appending = !isPopulated.load(ordering: .acquiring)
         let existing = entries.withLock { e -> Node? in
             if let existing = e.find(node.name) { return existing }
-            node.position = e.nextPosition
-            e.nextPosition += 1
-            e.ordered.append(node)
+            node.sequence = e.nextSequence
+            e.nextSequence &+= 1
+            if appending {
+                e.ordered.append(node)
+                e.unsorted = true
+            } else {
+                e.ordered.insert(node, at: e.insertionIndex(of: node))
+            }
             if e.byName != nil {
                 e.byName![node.name] = node
             } else if e.ordered.count > Self.indexThreshold {
@@ -383,12 +452,8 @@ public final class Directory: @unchecked Sendable {
         let removed = entries.withLock { e -> Node? in
             guard let node = e.find(name) else { return nil }
             e.byName?.removeValue(forKey: name)
-            // Positions are sorted: binary search, then one shift.
-            var low = 0, high = e.ordered.count
-            while low < high {
-                let mid = (low + high) / 2
-                if e.ordered[mid].position < node.position { low = mid + 1 } else { high = mid }
-            }
+            // Sorted: binary search, then one shift.
+            let low = e.unsorted ? e.ordered.count : e.insertionIndex(of: node)
             if low < e.ordered.count, e.ordered[low] === node {
                 e.ordered.remove(at: low)
             } else {

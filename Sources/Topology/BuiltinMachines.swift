@@ -12,6 +12,7 @@ extension Topology {
                   "config_default": "lazy" },
       "iommu_units": [
         { "name": "dmar0", "family": "intel", "forces_strict": true,
+          "registers": { "address": "0xfed90000", "cap": "0xd2008c22260286", "ecap": "0xf00f4a", "version": "0x10" },
           "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
       ],
       "devices": [
@@ -80,6 +81,7 @@ extension Topology {
                   "config_default": "lazy" },
       "iommu_units": [
         { "name": "dmar0", "family": "intel", "forces_strict": true,
+          "registers": { "address": "0xfed90000", "cap": "0xd2008c22260286", "ecap": "0xf00f4a", "version": "0x10" },
           "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
       ],
       "devices": [

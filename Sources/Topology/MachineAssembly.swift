@@ -23,7 +23,8 @@ struct MachineAssembly {
         var resolvedUnits: [IOMMUUnit] = []
         for (index, unit) in units.enumerated() {
             resolvedUnits.append(IOMMUUnit(name: unit.name, abilities: unit.abilities,
-                                           sysfsPath: try sysfsPath(of: unit, at: index, deviceIndex, parents)))
+                                           sysfsPath: try sysfsPath(of: unit, at: index, deviceIndex, parents),
+                                           registers: unit.registers))
         }
         var specs = devices
         for index in specs.indices {

@@ -13,7 +13,11 @@ enum KernelKey: String, CaseIterable {
 enum UnitKey: String, CaseIterable {
     case name, family, domainTypes = "domain_types", deferredFlush = "deferred_flush"
     case unsupportedTypeErrno = "unsupported_type_errno", forcesStrict = "forces_strict"
-    case pciFunction = "pci_function", reservedRegions = "reserved_regions"
+    case pciFunction = "pci_function", reservedRegions = "reserved_regions", registers
+}
+
+enum RegistersKey: String, CaseIterable {
+    case address, cap, ecap, version
 }
 
 enum DriverKey: String, CaseIterable {
@@ -60,6 +64,8 @@ struct UnitEntry {
     var abilities: IOMMUDriverAbilities
     /// AMD only: the unit's own PCI function, its sysfs parent.
     var pciFunction: PCIAddress?
+    /// Intel only: what `intel-iommu/` shows.
+    var registers: VTdRegisters?
     /// Appended to the regions of every device behind the unit.
     var reservedRegions: [ReservedRegion]
 }
@@ -112,7 +118,11 @@ enum MachineDecoder {
         default:
             break
         }
-        return UnitEntry(name: name, abilities: abilities, pciFunction: pciFunction,
+        let registers = try fields.optional(.registers, ValueDecoder(vtdRegisters))
+        if family != .intel, registers != nil {
+            throw Problem("only an Intel unit shows VT-d registers; remove the key", at: .key(UnitKey.registers.rawValue))
+        }
+        return UnitEntry(name: name, abilities: abilities, pciFunction: pciFunction, registers: registers,
                          reservedRegions: try fields.optional(.reservedRegions, .array(of: ValueDecoder(region))) ?? [])
     }
 
@@ -178,6 +188,15 @@ enum MachineDecoder {
     }
 
     /// A region with an inclusive end, as `reserved_regions` prints it.
+    /// `registers`: a VT-d unit's DRHD address and CAP, ECAP and VER registers.
+    static func vtdRegisters(_ json: JSON) throws(Problem) -> VTdRegisters {
+        let fields = try Fields<RegistersKey>(json)
+        return VTdRegisters(address: try fields.required(.address, .unsigned(bits: 64)),
+                            capability: try fields.required(.cap, .unsigned(bits: 64)),
+                            extendedCapability: try fields.required(.ecap, .unsigned(bits: 64)),
+                            version: UInt32(try fields.required(.version, .unsigned(bits: 8))))
+    }
+
     static func region(_ json: JSON) throws(Problem) -> ReservedRegion {
         let fields = try Fields<RegionKey>(json)
         let start = try fields.required(.start, .unsigned(bits: 64))

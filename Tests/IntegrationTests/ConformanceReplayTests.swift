@@ -120,6 +120,8 @@ struct Replay {
     private var settypeUnbound: [(String, String)] = []
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
     var kernelLog: KernelLogComparison?
+    /// The `ls -lan` listing being compared with `ls-la` lines.
+    private var lsLaReplay = LsLaReplay()
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -157,6 +159,11 @@ struct Replay {
     // MARK: the mount
 
     private func p(_ relative: String) -> String { mount.path(relative) }
+
+    private mutating func lsLa(_ line: TranscriptLine) {
+        let observed = lsLaReplay.observe(lines, at: index, on: mount)
+        compare(line, expected: observed.expected, actual: observed.actual)
+    }
     private func typePath(_ group: String) -> String { p("kernel/iommu_groups/\(group)/type") }
 
     private func type(_ group: String) -> String { mount.typeAsTranscribed(group) }
@@ -206,9 +213,11 @@ struct Replay {
         switch line.kind {
         case "meta", "modload": skip(line, "describes the guest boot")
         case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
-        case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
+        case "ls-la": lsLa(line)
         case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
-        case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
+        case "readdir":
+            let observed = ReaddirOrder.observe(line, on: mount)
+            compare(line, expected: observed.expected, actual: observed.actual)
         case "link": link(line)
         case "misc": misc(line)
         case "topology":
@@ -387,14 +396,10 @@ struct Replay {
         return "ok len=\(data.count) reads=\(reads) data=\(Transcript.escape(data))"
     }
 
-    /// `node path=/sys/... kind=K mode=M uid=U gid=G size=S nlink=N [target=...] [content=...]`,
-    /// compared for the kernel/iommu_groups tree only.
+    /// `node path=/sys/... kind=K mode=M uid=U gid=G size=S nlink=N [target=...] [content=...]`.
     private mutating func node(_ line: TranscriptLine) {
         let f = line.fields
         let sysPath = f["path"]!
-        guard sysPath.hasPrefix("/sys/kernel/iommu_groups") else {
-            return skip(line, "node outside kernel/iommu_groups (dmar0's attributes) not compared in this slice")
-        }
         let path = p(String(sysPath.dropFirst(5)))
         guard let st = Syscall.lstat(path) else {
             return compare(line, expected: line.text, actual: "no such node")
@@ -650,6 +655,8 @@ struct AltPCIReplay {
     private var fds: [String: Int32] = [:]
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
     var kernelLog: KernelLogComparison?
+    /// The `ls -lan` listing being compared with `ls-la` lines.
+    private var lsLaReplay = LsLaReplay()
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -687,6 +694,11 @@ struct AltPCIReplay {
     // MARK: the mount
 
     private func p(_ relative: String) -> String { mount.path(relative) }
+
+    private mutating func lsLa(_ line: TranscriptLine) {
+        let observed = lsLaReplay.observe(lines, at: index, on: mount)
+        compare(line, expected: observed.expected, actual: observed.actual)
+    }
     private func sys(_ sysPath: String) -> String { p(String(sysPath.dropFirst(5))) }
     private func dev(_ d: String, _ file: String) -> String { p("bus/pci/devices/\(d)/\(file)") }
 
@@ -760,8 +772,10 @@ struct AltPCIReplay {
         switch line.kind {
         case "meta", "modload": skip(line, "describes the guest boot")
         case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
-        case "ls-la": skip(line, "ls -la text; the node lines carry the same modes, sizes and links")
-        case "readdir": skip(line, "readdir order (kernfs hash order) not compared in this slice")
+        case "ls-la": lsLa(line)
+        case "readdir":
+            let observed = ReaddirOrder.observe(line, on: mount)
+            compare(line, expected: observed.expected, actual: observed.actual)
         case "pcicaps": skip(line, "config space (capabilities) is not presented by the mount")
         case "slot", "slots":
             if line.kind == "slot", let a = line.fields["address"] { slotBuses.append(a) }

@@ -48,17 +48,24 @@ import Testing
         let tree = SysfsTree()
         let dir = tree.makeDirectories("kernel/iommu_groups")
         let nodes = (0..<20).map { tree.makeDirectory(String($0), in: dir) }
-        func names(from position: UInt32) -> [String] {
+        func names(after position: UInt64) -> [String] {
             var seen: [String] = []
-            dir.directory!.forEachEntry(from: position) { seen.append($0.name); return true }
+            dir.directory!.forEachEntry(after: position) { seen.append($0.name); return true }
             return seen
         }
-        #expect(names(from: 0).count == 20)
-        let resumeAt = nodes[10].position
-        tree.remove(nodes[5])
-        tree.remove(nodes[12])
+        let all = names(after: 0)
+        #expect(all.count == 20)
+        // Resume after the tenth entry listed, then change the directory.
+        let resumeAt = nodes[Int(all[9])!].position
+        let removed = [all[4], all[12]]
+        for name in removed { tree.remove(nodes[Int(name)!]) }
         tree.makeDirectory("20", in: dir)
-        #expect(names(from: resumeAt) == ["10", "11"] + (13..<21).map(String.init))
+        var expected = all.dropFirst(10).filter { !removed.contains($0) }
+        if KernfsHash.of("20") > KernfsHash.of(all[9]) {
+            expected.append("20")
+            expected.sort { KernfsHash.of($0) < KernfsHash.of($1) }
+        }
+        #expect(names(after: resumeAt) == expected)
         #expect(dir.directory!.child(named: "15") === nodes[15], "the name index finds entries of a big directory")
         #expect(dir.linkCount == 2 + 19)
     }
