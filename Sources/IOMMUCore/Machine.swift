@@ -306,12 +306,14 @@ extension IOMMUGroup {
     }
 
     /// `__iommu_group_remove_device` + `iommu_deinit_device`: unlinks the
-    /// device; the last one out frees the default and blocking domains.
+    /// device; from v6.6 the last one out frees the default and blocking
+    /// domains (before, the group's release did).
     /// - Returns: whether the group is now empty (and goes away).
     fileprivate func leave(_ device: Device) -> Bool {
         state.withLock { s in
             s.devices.removeAll { $0.device === device }
             guard s.devices.isEmpty else { return false }
+            guard subsystem.profile.freesDefaultDomainWithLastDevice else { return true }
             s.defaultDomain = nil
             s.blockingDomain = nil
             s.domain = nil
