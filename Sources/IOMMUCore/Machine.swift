@@ -59,8 +59,10 @@ public final class Machine: Sendable {
 
     /// Boots `spec`: the IOMMU core's init lines, every device probed into
     /// its group in bus order, default domains set up, boot drivers bound.
-    public init(spec: MachineSpec, profile: KernelProfile = .current,
+    /// `profile` overrides the spec's kernel.
+    public init(spec: MachineSpec, profile: KernelProfile? = nil,
                 log: KernelLog = KernelLog(), faults: FaultInjector = FaultInjector()) throws(MachineSpecError) {
+        let profile = profile ?? spec.profile ?? .current
         let unitsByName = Dictionary(spec.units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         guard unitsByName.count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
         let drivers = Dictionary(spec.drivers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -99,14 +99,18 @@ public struct MachineSpec: Sendable {
     /// Each id is used once; a group created again later gets the lowest
     /// free id, as usual.
     public var groupIDs: [PCIAddress: Int]
+    /// The kernel the machine runs unless its boot names another; nil:
+    /// `KernelProfile.current`.
+    public var profile: KernelProfile?
 
     public init(boot: BootOptions, units: [IOMMUUnit], drivers: [PCIDriver], devices: [DeviceSpec],
-                groupIDs: [PCIAddress: Int] = [:]) {
+                groupIDs: [PCIAddress: Int] = [:], profile: KernelProfile? = nil) {
         self.boot = boot
         self.units = units
         self.drivers = drivers
         self.devices = devices
         self.groupIDs = groupIDs
+        self.profile = profile
     }
 }
 

@@ -3,7 +3,7 @@ import SystemPackage
 
 // The keys of each object of the format; raw values are the document's spellings.
 enum RootKey: String, CaseIterable {
-    case kernel, iommuUnits = "iommu_units", drivers, devices, state
+    case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile
 }
 
 enum KernelKey: String, CaseIterable {
@@ -38,6 +38,7 @@ enum RegionKey: String, CaseIterable {
 
 /// The names the format accepts for each enumerated value.
 enum Names {
+    static let profiles = KernelProfile.all.map { (name: $0.name, value: $0) }
     static let configDefaults = BootOptions.ConfigDefault.allCases.map { (name: $0.rawValue, value: $0) }
     static let families = IOMMUDriverAbilities.Family.allCases.map { (name: $0.rawValue, value: $0) }
     static let domainTypes = DomainType.allCases.map { (name: $0.sysfsName, value: $0) }
@@ -71,12 +72,14 @@ enum MachineDecoder {
     /// with the group ids it restores (`MachineSpec.groupIDs`).
     static func document(_ root: JSON) throws(Problem) -> (spec: MachineSpec, state: (MachineState, groupIDs: [PCIAddress: Int])?) {
         let fields = try Fields<RootKey>(root)
-        let spec = try MachineAssembly(
+        var spec = try MachineAssembly(
             boot: try fields.optional(.kernel, ValueDecoder(bootOptions)) ?? BootOptions(),
             units: try fields.required(.iommuUnits, .array(of: ValueDecoder(unit))),
             drivers: try fields.optional(.drivers, .array(of: ValueDecoder(driver))) ?? [],
             devices: try fields.required(.devices, .array(of: ValueDecoder(device)))
         ).spec()
+        // The kernel the machine was captured on or written for; --profile overrides it.
+        spec.profile = try fields.optional(.profile, .choice(Names.profiles, "kernel profile"))
         guard let state = try fields.optional(.state, ValueDecoder(StateDecoder.state)) else { return (spec, nil) }
         return (spec, (state, try StateChecks(spec: spec, state: state).groupIDs()))
     }

@@ -123,7 +123,7 @@ struct MountCommand: ParsableCommand {
     /// The document's machine, booted, with the state a dump carries restored.
     private func boot(_ document: TopologyDocument, log: KernelLog) -> Machine {
         do throws(TopologyError) {
-            return try document.boot(profile: profile.flatMap(KernelProfile.named) ?? .current, log: log)
+            return try document.boot(profile: profile.flatMap(KernelProfile.named), log: log)
         } catch {
             fail(error.description)
         }

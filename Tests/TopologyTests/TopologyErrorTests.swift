@@ -70,6 +70,10 @@ let badDocuments: [BadDocument] = [
     BadDocument(name: "unknown config_default",
                 json: #"{ "kernel": { "config_default": "lazzy" }, "iommu_units": [], "devices": [] }"#,
                 message: #"t.json: kernel.config_default: unknown config_default "lazzy" (expected one of: lazy, strict, passthrough)"#),
+    BadDocument(name: "unknown kernel profile",
+                json: #"{ "profile": "linux-6.3", "iommu_units": [], "devices": [] }"#,
+                message: #"t.json: profile: unknown kernel profile "linux-6.3" (expected one of: linux-6.1, linux-6.4, "#
+                    + "linux-6.5, linux-6.6, linux-6.7, linux-6.8, linux-6.9, linux-6.10, linux-6.11, linux-6.12, linux-7.1)"),
     BadDocument(name: "unknown errno",
                 json: D.machine(units: [#"{ "name": "dmar0", "family": "intel", "unsupported_type_errno": "ENOMEN" }"#], devices: []),
                 message: #"t.json: iommu_units[0].unsupported_type_errno: unknown errno "ENOMEN" (expected one of: ENOMEM, EOPNOTSUPP, ENODEV, EINVAL, ENOSPC, EBUSY)"#),
