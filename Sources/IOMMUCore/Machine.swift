@@ -97,7 +97,7 @@ public final class Machine: Sendable {
         var bootGroups: [IOMMUGroup] = []
         var bootDevices: [Device] = []
         for (entry, path) in catalog {
-            let (device, group, isNew) = try join(entry, path)
+            let (device, group, isNew) = try join(entry, path, hotAdded: false)
             if isNew { bootGroups.append(group) }
             bootDevices.append(device)
         }
@@ -141,7 +141,13 @@ public final class Machine: Sendable {
     /// `pci_device_add` + `iommu_probe_device`: creates the device from its
     /// description and links it into its group (new groups take the lowest
     /// free id).
-    func join(_ entry: MachineSpec.DeviceSpec, _ path: String) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+    ///
+    /// A function other than 0 that is `hotAdded` without the multifunction
+    /// bit in its own header gets a group of its own: `device_add` probes
+    /// the IOMMU before `pci_scan_slot` marks fn > 0 multifunction, and
+    /// `get_pci_function_alias_group` (iommu.c) skips a function that is
+    /// not. At boot the IOMMU probes after the scan: the described groups.
+    func join(_ entry: MachineSpec.DeviceSpec, _ path: String, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
         let device = Device(address: entry.address, vendorID: entry.vendorID, deviceID: entry.deviceID,
                             classCode: entry.classCode, sysfsPath: path, unit: entry.unit.flatMap { unitsByName[$0] },
                             domainWish: entry.domainWish, untrusted: entry.untrusted,
@@ -149,11 +155,12 @@ public final class Machine: Sendable {
                             ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods,
                             sriov: entry.sriov, physicalFunction: entry.physicalFunction,
                             attachDeferred: entry.attachDeferred)
+        let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
-            if let existing = r.groupByLabel[entry.group] { return (existing, false) }
+            if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
             let g = IOMMUGroup(id: r.newGroupID(for: entry.address), subsystem: subsystem)
             r.groups[g.id] = g
-            r.groupByLabel[entry.group] = g
+            if !alone { r.groupByLabel[entry.group] = g }
             return (g, true)
         }
         if isNew { subsystem.events.emit(.groupCreated(group.id)) }
@@ -220,7 +227,7 @@ public final class Machine: Sendable {
         rescanRemove.withLock { _ in
             for (entry, path) in catalog where device(at: entry.address) == nil {
                 if let parent = entry.parent, device(at: parent) == nil { continue }
-                guard let (device, group, isNew) = try? join(entry, path) else { continue }
+                guard let (device, group, isNew) = try? join(entry, path, hotAdded: true) else { continue }
                 finishHotAdd(device, group, isNew)
                 _ = probe(device)
             }

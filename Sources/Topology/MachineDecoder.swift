@@ -24,7 +24,7 @@ enum DeviceKey: String, CaseIterable {
     case address, vendor, device, `class`, parent, iommu, group, driver
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
     case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
-    case sriov, attachDeferred = "attach_deferred"
+    case sriov, attachDeferred = "attach_deferred", multifunction
 }
 
 enum SRIOVKey: String, CaseIterable {
@@ -155,7 +155,8 @@ enum MachineDecoder {
             resetMethods: try fields.optional(.resetMethods, .array(of: .name)),
             resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100),
             sriov: try fields.optional(.sriov, ValueDecoder(sriov)),
-            attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false)
+            attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false,
+            multifunction: try fields.optional(.multifunction, .bool) ?? true)
     }
 
     /// A PF's SR-IOV capability.

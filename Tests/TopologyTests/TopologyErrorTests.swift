@@ -21,7 +21,7 @@ let badDocuments: [BadDocument] = [
                 json: D.machine(devices: [D.device("00:02.0", more: #""drvier": "e1000""#)]),
                 message: #"t.json: devices[0]: unknown key "drvier" (expected one of: address, vendor, device, class, "#
                     + "parent, iommu, group, driver, def_domain_type, untrusted, reserved_regions, "
-                    + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred)"),
+                    + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred, multifunction)"),
     BadDocument(name: "repeated key",
                 json: D.machine(devices: [D.device("00:02.0", more: #""group": 2"#)]),
                 message: #"t.json: devices[0]: key "group" appears twice"#),
