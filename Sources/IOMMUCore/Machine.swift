@@ -219,13 +219,23 @@ public final class Machine: Sendable {
         observer?.deviceRemoved(device, releasedGroup: emptied ? group : nil)
     }
 
-    /// `pci_rescan_bus` of every bus: devices of the description that are
-    /// missing (and whose bridge is present) come back in probe order, join
-    /// their group or a new one with the lowest free id, and their driver
-    /// probes again.
-    public func rescan() {
+    /// `pci_rescan_bus` of every bus (`/sys/bus/pci/rescan`): devices of the
+    /// description that are missing (and whose bridge is present) come back
+    /// in probe order, join their group or a new one with the lowest free
+    /// id, and their driver probes again.
+    public func rescan() { rescan(under: "devices/") }
+
+    /// `dev_rescan_store` (pci-sysfs.c): `pci_rescan_bus(pdev->bus)`, the
+    /// bus `device` is on and every bus behind it.
+    public func rescan(busOf device: Device) {
+        let path = device.sysfsPath
+        rescan(under: String(path[...path.lastIndex(of: "/")!]))
+    }
+
+    /// `pci_rescan_bus` of the bus whose devices' paths start with `prefix`.
+    private func rescan(under prefix: String) {
         rescanRemove.withLock { _ in
-            for (entry, path) in catalog where device(at: entry.address) == nil {
+            for (entry, path) in catalog where path.hasPrefix(prefix) && device(at: entry.address) == nil {
                 if let parent = entry.parent, device(at: parent) == nil { continue }
                 guard let (device, group, isNew) = try? join(entry, path, hotAdded: true) else { continue }
                 finishHotAdd(device, group, isNew)

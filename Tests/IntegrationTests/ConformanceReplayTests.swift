@@ -843,14 +843,12 @@ struct AltPCIReplay {
             let path = String(words[1])
             let bytes = data(line.text.dropFirst(7 + path.count + 1)).bytes
             let missing = bootPaths.filter { Syscall.lstat(dev($0.key, "")) == nil }
-            guard path == "/sys/bus/pci/rescan" else {
-                // The mount has no class/pci_bus or per-device rescan: when every
-                // missing device is on that bus (below that device), the bus-wide
-                // rescan finds the same ones and stands in for it.
-                let scope = path.hasPrefix("/sys/class/pci_bus/")
-                    ? { (d: String, _: String) in d.hasPrefix(String(path.split(separator: "/")[3]) + ":") }
-                    : { (_: String, sysPath: String) in sysPath.contains("/" + String(path.split(separator: "/")[4]) + "/") }
-                if bytes == Array("1".utf8), missing.allSatisfy({ scope($0.key, $0.value) }) {
+            guard !path.hasPrefix("/sys/class/pci_bus/") else {
+                // The mount has no class/pci_bus: when every missing device is
+                // on that bus, the bus-wide rescan finds the same ones and
+                // stands in for it.
+                let bus = String(path.split(separator: "/")[3])
+                if bytes == Array("1".utf8), missing.keys.allSatisfy({ $0.hasPrefix(bus + ":") }) {
                     _ = sysw(p("bus/pci/rescan"), bytes)
                     return skip(line, "rescan of one bus or below one device: not in the mount, replayed as /sys/bus/pci/rescan (the same devices were missing)")
                 }
