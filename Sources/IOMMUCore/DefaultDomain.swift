@@ -145,12 +145,11 @@ extension IOMMUGroup {
         }
     }
 
-    // MARK: Up to v6.3 (KernelProfile.singletonTypeStore, §11)
+    // MARK: Up to v6.4 (KernelProfile.changesDeviceDefaultDomain, §11)
 
-    /// `iommu_change_dev_def_domain`: the part of a `type` store that runs
-    /// under the group's mutex, for the group's only device. On failure the
-    /// group keeps its old default domain.
-    func changeDeviceDefaultDomain(_ s: inout GroupState, _ device: Device, target: DomainType?) -> Errno? {
+    /// The up-to-v6.3 checks of `iommu_change_dev_def_domain` for the
+    /// group's only device, then the change itself.
+    func changeSingletonDefaultDomain(_ s: inout GroupState, _ device: Device, target: DomainType?) -> Errno? {
         guard s.domain === s.defaultDomain else {
             subsystem.log.appendRatelimited(device.logPrefix + "Group not assigned to default domain", at: .changeDefaultNotDefaultDomain)
             return .resourceBusy
@@ -163,13 +162,21 @@ extension IOMMUGroup {
             subsystem.log.appendRatelimited(device.logPrefix + "Cannot change default domain: Device has been changed", at: .changeDefaultDeviceChanged)
             return .resourceBusy
         }
-        guard let old = s.defaultDomain else { return .invalidArgument }
-        // iommu_get_def_domain_type: untrusted devices need DMA.
-        let wish = device.untrusted ? .dma : device.domainWish
+        return changeDefaultDomain(&s, target: target)
+    }
+
+    /// `iommu_change_dev_def_domain` (v6.4 form; v6.1's is the same for its
+    /// one device): the members' combined wish decides "auto" and refuses a
+    /// contradicting explicit type; the type is reallocated (falling back to
+    /// DMA) and the whole group attached. On failure the group keeps its old
+    /// default domain.
+    func changeDefaultDomain(_ s: inout GroupState, target: DomainType?) -> Errno? {
+        guard let old = s.defaultDomain, let first = s.devices.first?.device else { return .invalidArgument }
+        let wish = probedWish(&s)
         let type: DomainType
         if let target {
             if let wish, wish != target {
-                subsystem.log.appendRatelimited(device.logPrefix + "Device cannot be in \(target.logName) domain", at: .changeDefaultCannotBeIn)
+                subsystem.log.appendRatelimited(first.logPrefix + "Device cannot be in \(target.logName) domain", at: .changeDefaultCannotBeIn)
                 return .invalidArgument
             }
             type = target
@@ -177,7 +184,8 @@ extension IOMMUGroup {
             type = wish ?? subsystem.defaultDomainType
         }
         if old.type == type { return nil }
-        // A flush queue can be brought up without tearing the domain down.
+        // Up to v6.3 the flush queue is brought up here; v6.4's store has
+        // taken that path before.
         if type == .dmaFQ && old.type == .dma {
             if let error = subsystem.initFlushQueue(old) { return error }
             old.type = .dmaFQ
@@ -189,15 +197,13 @@ extension IOMMUGroup {
             s.defaultDomain = old
             return error
         }
-        // probe_finalize: DMA ops for the new domain.
-        setUpDMAOps(&s)
         return nil
     }
 
-    /// `probe_alloc_default_domain` (up to v6.4): the first member's wish
-    /// (DMA if untrusted); a member wishing otherwise is logged and the
-    /// group takes the global default type. Allocation falls back to DMA.
-    func setUpProbedDomainWithoutConflicts(_ s: inout GroupState) -> Errno? {
+    /// `probe_get_default_domain_type` over the members (up to v6.4): the
+    /// first wish (DMA if untrusted); a member wishing otherwise is logged
+    /// and the group has no wish (the global default applies).
+    private func probedWish(_ s: inout GroupState) -> DomainType? {
         var first: Device?
         var type: DomainType?
         for member in s.devices {
@@ -212,7 +218,13 @@ extension IOMMUGroup {
                 type = wish
             }
         }
-        guard let domain = allocateWithDMAFallback(&s, type ?? subsystem.defaultDomainType) else { return Errno.noMemory }
+        return type
+    }
+
+    /// `probe_alloc_default_domain` (up to v6.4): the members' wish or the
+    /// global default type; allocation falls back to DMA.
+    func setUpProbedDomainWithoutConflicts(_ s: inout GroupState) -> Errno? {
+        guard let domain = allocateWithDMAFallback(&s, probedWish(&s) ?? subsystem.defaultDomainType) else { return Errno.noMemory }
         s.defaultDomain = domain
         return setGroupDomain(&s, domain, mustSucceed: true)
     }

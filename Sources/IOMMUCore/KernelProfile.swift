@@ -6,9 +6,10 @@
 public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     public var name: String
 
-    /// v6.7+ (b85b4f30846b) returns the allocator's errno when a default
-    /// domain of the requested type cannot be allocated; v6.5–v6.6 always
-    /// returned ENODEV.
+    /// v6.7+ (b85b4f30846b "iommu: Fix return code in
+    /// iommu_group_alloc_default_domain()"): a default domain of a type the
+    /// driver cannot allocate fails with the allocator's errno; v6.5–v6.6
+    /// always returned ENODEV.
     public var returnsAllocatorErrno: Bool
 
     /// v7.0+ (c279e83953d9, v7.1 fixes): a PCI reset of an ATS device parks
@@ -16,16 +17,25 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// gets EBUSY until the reset is done (§7).
     public var fencesResets: Bool
 
-    /// Up to v6.3 (`iommu_change_dev_def_domain`, §11): `type` can only be
+    /// Up to v6.3 (`iommu_group_store_type`, §11): `type` can only be
     /// changed in a single-device group, under the device lock, with no
-    /// driver bound (except the live DMA→DMA-FQ upgrade); an explicit type
-    /// the driver cannot allocate silently falls back to DMA. v6.4+ use the
+    /// driver bound (except the live DMA→DMA-FQ upgrade). v6.4 (Lu Baolu,
+    /// "iommu: Extend changing default domain to normal group") uses the
     /// DMA-ownership rule (EPERM while a driver owns the group) instead.
     public var singletonTypeStore: Bool
 
-    /// v6.5+ (IOMMU_CAP_DEFERRED_FLUSH): DMA-ops setup downgrades DMA-FQ to
-    /// DMA when the IOMMU driver cannot defer flushes. Older kernels only
-    /// downgrade when the flush queue cannot be initialised.
+    /// Up to v6.4 (`iommu_change_dev_def_domain`, §11): the store combines
+    /// the members' wishes the way boot does (a conflict means "no wish"),
+    /// refuses an explicit type other than the wish with `Device cannot be
+    /// in %s domain`, and an explicit type the driver cannot allocate falls
+    /// back to DMA. v6.5 (Jason Gunthorpe, "iommu: Consolidate the
+    /// default_domain setup to one function") runs `iommu_setup_default_domain`.
+    public var changesDeviceDefaultDomain: Bool
+
+    /// v6.5+ (a4fdd9762272 "iommu: Use flush queue capability"): DMA-ops
+    /// setup downgrades DMA-FQ to DMA when the IOMMU driver cannot defer
+    /// flushes. Older kernels only downgrade when the flush queue cannot be
+    /// initialised.
     public var checksDeferredFlushCapability: Bool
 
     /// Up to v6.3: removing a device from its group (hot-unplug) logs
@@ -42,30 +52,74 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// the global default type (and an unsupported boot type to DMA).
     public var bootConflictUsesDefault: Bool
 
+    /// v6.6+ (Jason Gunthorpe, "iommu: Add iommu_init/deinit_device() paired
+    /// functions"): the last device leaving a group frees its default domain,
+    /// so a store on the emptied group fails EINVAL (no default domain)
+    /// instead of v6.4–v6.5's EPERM (no devices), and `type` reads `unknown`.
+    public var freesDefaultDomainWithLastDevice: Bool
+
+    /// v6.10+ (Robin Murphy, "iommu/dma: Centralise iommu_setup_dma_ops()"):
+    /// a `type` store sets up the members' DMA ops under `group->mutex`.
+    /// Before, `iommu_group_do_probe_finalize` ran after the mutex was
+    /// dropped, so the new domain was visible (e.g. as DMA-FQ) before DMA-ops
+    /// setup could downgrade it.
+    public var setsUpDMAOpsUnderMutex: Bool
+
     public var description: String { name }
 
     public init(name: String, returnsAllocatorErrno: Bool, fencesResets: Bool,
-                singletonTypeStore: Bool = false, checksDeferredFlushCapability: Bool = true,
-                logsGroupRemoval: Bool = false, bootLogSpacedSuffix: Bool = false,
-                bootConflictUsesDefault: Bool = false) {
+                singletonTypeStore: Bool = false, changesDeviceDefaultDomain: Bool = false,
+                checksDeferredFlushCapability: Bool = true, logsGroupRemoval: Bool = false,
+                bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
+                freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
         self.singletonTypeStore = singletonTypeStore
+        self.changesDeviceDefaultDomain = changesDeviceDefaultDomain
         self.checksDeferredFlushCapability = checksDeferredFlushCapability
         self.logsGroupRemoval = logsGroupRemoval
         self.bootLogSpacedSuffix = bootLogSpacedSuffix
         self.bootConflictUsesDefault = bootConflictUsesDefault
+        self.freesDefaultDomainWithLastDevice = freesDefaultDomainWithLastDevice
+        self.setsUpDMAOpsUnderMutex = setsUpDMAOpsUnderMutex
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
     public static let linux6_1 = KernelProfile(name: "linux-6.1", returnsAllocatorErrno: false, fencesResets: false,
-                                               singletonTypeStore: true, checksDeferredFlushCapability: false,
-                                               logsGroupRemoval: true, bootLogSpacedSuffix: true,
-                                               bootConflictUsesDefault: true)
+                                               singletonTypeStore: true, changesDeviceDefaultDomain: true,
+                                               checksDeferredFlushCapability: false, logsGroupRemoval: true,
+                                               bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
+                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false)
+
+    /// Linux 6.4: any group may change type while no driver owns it, but
+    /// through 6.1's `iommu_change_dev_def_domain`.
+    public static let linux6_4 = KernelProfile(name: "linux-6.4", returnsAllocatorErrno: false, fencesResets: false,
+                                               changesDeviceDefaultDomain: true, checksDeferredFlushCapability: false,
+                                               bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
+                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false)
+
+    /// Linux 6.5: one `iommu_setup_default_domain` for boot and store, the
+    /// deferred-flush capability; allocation failures are ENODEV.
+    public static let linux6_5 = KernelProfile(name: "linux-6.5", returnsAllocatorErrno: false, fencesResets: false,
+                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false)
+
+    /// Linux 6.6: the group's domains go with its last device.
+    public static let linux6_6 = KernelProfile(name: "linux-6.6", returnsAllocatorErrno: false, fencesResets: false,
+                                               setsUpDMAOpsUnderMutex: false)
+
+    /// Linux 6.7–6.9: the allocator's errno reaches the writer.
+    public static let linux6_7 = KernelProfile(name: "linux-6.7", returnsAllocatorErrno: true, fencesResets: false,
+                                               setsUpDMAOpsUnderMutex: false)
+    public static let linux6_8 = renamed(linux6_7, "linux-6.8")
+    public static let linux6_9 = renamed(linux6_7, "linux-6.9")
+
+    /// Linux 6.10–6.11: DMA ops are set up under the group's mutex.
+    public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false)
+    public static let linux6_11 = renamed(linux6_10, "linux-6.11")
 
     /// Linux 6.12, the kernel the first oracle transcript was printed by.
-    public static let linux6_12 = KernelProfile(name: "linux-6.12", returnsAllocatorErrno: true, fencesResets: false)
+    public static let linux6_12 = renamed(linux6_10, "linux-6.12")
 
     /// Linux 7.1: 6.12's store path plus reset fencing with nested resets.
     public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true)
@@ -73,7 +127,16 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// The behaviour new machines get.
     public static let current = linux7_1
 
-    public static let all: [KernelProfile] = [.linux6_1, .linux6_12, .linux7_1]
+    /// Oldest first.
+    public static let all: [KernelProfile] = [.linux6_1, .linux6_4, .linux6_5, .linux6_6, .linux6_7, .linux6_8,
+                                              .linux6_9, .linux6_10, .linux6_11, .linux6_12, .linux7_1]
+
+    /// A release that changed nothing the model implements.
+    private static func renamed(_ profile: KernelProfile, _ name: String) -> KernelProfile {
+        var copy = profile
+        copy.name = name
+        return copy
+    }
 
     public static func named(_ name: String) -> KernelProfile? { all.first { $0.name == name } }
 }

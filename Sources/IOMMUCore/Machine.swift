@@ -59,8 +59,10 @@ public final class Machine: Sendable {
 
     /// Boots `spec`: the IOMMU core's init lines, every device probed into
     /// its group in bus order, default domains set up, boot drivers bound.
-    public init(spec: MachineSpec, profile: KernelProfile = .current,
+    /// `profile` overrides the spec's kernel.
+    public init(spec: MachineSpec, profile: KernelProfile? = nil,
                 log: KernelLog = KernelLog(), faults: FaultInjector = FaultInjector()) throws(MachineSpecError) {
+        let profile = profile ?? spec.profile ?? .current
         let unitsByName = Dictionary(spec.units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         guard unitsByName.count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
         let drivers = Dictionary(spec.drivers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -97,7 +99,7 @@ public final class Machine: Sendable {
         var bootGroups: [IOMMUGroup] = []
         var bootDevices: [Device] = []
         for (entry, path) in catalog {
-            let (device, group, isNew) = try join(entry, path)
+            let (device, group, isNew) = try join(entry, path, hotAdded: false)
             if isNew { bootGroups.append(group) }
             bootDevices.append(device)
         }
@@ -141,7 +143,13 @@ public final class Machine: Sendable {
     /// `pci_device_add` + `iommu_probe_device`: creates the device from its
     /// description and links it into its group (new groups take the lowest
     /// free id).
-    func join(_ entry: MachineSpec.DeviceSpec, _ path: String) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+    ///
+    /// A function other than 0 that is `hotAdded` without the multifunction
+    /// bit in its own header gets a group of its own: `device_add` probes
+    /// the IOMMU before `pci_scan_slot` marks fn > 0 multifunction, and
+    /// `get_pci_function_alias_group` (iommu.c) skips a function that is
+    /// not. At boot the IOMMU probes after the scan: the described groups.
+    func join(_ entry: MachineSpec.DeviceSpec, _ path: String, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
         let device = Device(address: entry.address, vendorID: entry.vendorID, deviceID: entry.deviceID,
                             classCode: entry.classCode, sysfsPath: path, unit: entry.unit.flatMap { unitsByName[$0] },
                             domainWish: entry.domainWish, untrusted: entry.untrusted,
@@ -149,11 +157,12 @@ public final class Machine: Sendable {
                             ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods,
                             sriov: entry.sriov, physicalFunction: entry.physicalFunction,
                             attachDeferred: entry.attachDeferred)
+        let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
-            if let existing = r.groupByLabel[entry.group] { return (existing, false) }
+            if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
             let g = IOMMUGroup(id: r.newGroupID(for: entry.address), subsystem: subsystem)
             r.groups[g.id] = g
-            r.groupByLabel[entry.group] = g
+            if !alone { r.groupByLabel[entry.group] = g }
             return (g, true)
         }
         if isNew { subsystem.events.emit(.groupCreated(group.id)) }
@@ -212,15 +221,25 @@ public final class Machine: Sendable {
         observer?.deviceRemoved(device, releasedGroup: emptied ? group : nil)
     }
 
-    /// `pci_rescan_bus` of every bus: devices of the description that are
-    /// missing (and whose bridge is present) come back in probe order, join
-    /// their group or a new one with the lowest free id, and their driver
-    /// probes again.
-    public func rescan() {
+    /// `pci_rescan_bus` of every bus (`/sys/bus/pci/rescan`): devices of the
+    /// description that are missing (and whose bridge is present) come back
+    /// in probe order, join their group or a new one with the lowest free
+    /// id, and their driver probes again.
+    public func rescan() { rescan(under: "devices/") }
+
+    /// `dev_rescan_store` (pci-sysfs.c): `pci_rescan_bus(pdev->bus)`, the
+    /// bus `device` is on and every bus behind it.
+    public func rescan(busOf device: Device) {
+        let path = device.sysfsPath
+        rescan(under: String(path[...path.lastIndex(of: "/")!]))
+    }
+
+    /// `pci_rescan_bus` of the bus whose devices' paths start with `prefix`.
+    private func rescan(under prefix: String) {
         rescanRemove.withLock { _ in
-            for (entry, path) in catalog where device(at: entry.address) == nil {
+            for (entry, path) in catalog where path.hasPrefix(prefix) && device(at: entry.address) == nil {
                 if let parent = entry.parent, device(at: parent) == nil { continue }
-                guard let (device, group, isNew) = try? join(entry, path) else { continue }
+                guard let (device, group, isNew) = try? join(entry, path, hotAdded: true) else { continue }
                 finishHotAdd(device, group, isNew)
                 _ = probe(device)
             }
@@ -312,12 +331,14 @@ extension IOMMUGroup {
     }
 
     /// `__iommu_group_remove_device` + `iommu_deinit_device`: unlinks the
-    /// device; the last one out frees the default and blocking domains.
+    /// device; from v6.6 the last one out frees the default and blocking
+    /// domains (before, the group's release did).
     /// - Returns: whether the group is now empty (and goes away).
     fileprivate func leave(_ device: Device) -> Bool {
         state.withLock { s in
             s.devices.removeAll { $0.device === device }
             guard s.devices.isEmpty else { return false }
+            guard subsystem.profile.freesDefaultDomainWithLastDevice else { return true }
             s.defaultDomain = nil
             s.blockingDomain = nil
             s.domain = nil

@@ -37,13 +37,18 @@ public struct MachineSpec: Sendable {
         public var physicalFunction: PCIAddress?
         /// The IOMMU driver defers the first attach to the first DMA mapping.
         public var attachDeferred: Bool
+        /// The multifunction bit of the function's own header type. Only a
+        /// function other than 0 re-added by a rescan depends on it: without
+        /// it, the function gets a group of its own (see `Machine.join`).
+        public var multifunction: Bool
 
         public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                     parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
                     domainWish: DomainType? = nil, untrusted: Bool = false,
                     reservedRegions: [ReservedRegion] = [], nativeDriver: String? = nil, ats: Bool = false,
                     resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100),
-                    sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false) {
+                    sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false,
+                    multifunction: Bool = true) {
             self.address = address
             self.vendorID = vendorID
             self.deviceID = deviceID
@@ -64,6 +69,7 @@ public struct MachineSpec: Sendable {
             self.sriov = sriov
             self.physicalFunction = physicalFunction
             self.attachDeferred = attachDeferred
+            self.multifunction = multifunction
         }
     }
 
@@ -99,14 +105,18 @@ public struct MachineSpec: Sendable {
     /// Each id is used once; a group created again later gets the lowest
     /// free id, as usual.
     public var groupIDs: [PCIAddress: Int]
+    /// The kernel the machine runs unless its boot names another; nil:
+    /// `KernelProfile.current`.
+    public var profile: KernelProfile?
 
     public init(boot: BootOptions, units: [IOMMUUnit], drivers: [PCIDriver], devices: [DeviceSpec],
-                groupIDs: [PCIAddress: Int] = [:]) {
+                groupIDs: [PCIAddress: Int] = [:], profile: KernelProfile? = nil) {
         self.boot = boot
         self.units = units
         self.drivers = drivers
         self.devices = devices
         self.groupIDs = groupIDs
+        self.profile = profile
     }
 }
 

@@ -22,25 +22,53 @@ extension IOMMUGroup {
         else { return .failure(.invalidArgument) }
 
         if subsystem.profile.singletonTypeStore { return storeTypeOfSingleton(target, count: buffer.count) }
-        return state.withLock { s -> Result<Int, Errno> in
+        let stored = state.withLock { s -> Result<Bool, Errno> in
             // A flush queue can be brought up without tearing the domain
             // down: no ownership, emptiness or device check on this path.
             if target == .dmaFQ, let domain = s.defaultDomain, domain.type == .dma {
                 if let error = subsystem.initFlushQueue(domain) { return .failure(error) }
                 domain.type = .dmaFQ
                 subsystem.events.emit(.typeChanged(group: id, from: .dma, to: .dmaFQ))
-                return .success(buffer.count)
+                return .success(false)
             }
             // Otherwise no driver may be using the group's DMA API.
             if s.devices.isEmpty || s.ownerCount != 0 { return .failure(.notPermitted) }
-            let before = s.defaultDomain?.type
-            if let error = setupDefaultDomain(&s, target: target) { return .failure(error) }
-            setUpDMAOps(&s)
-            if let before, let after = s.defaultDomain?.type, before != after {
-                subsystem.events.emit(.typeChanged(group: id, from: before, to: after))
+            let error = reportingTypeChange(&s) { s in
+                subsystem.profile.changesDeviceDefaultDomain
+                    ? changeDefaultDomain(&s, target: target) : setupDefaultDomain(&s, target: target)
             }
-            return .success(buffer.count)
+            return error.map { .failure($0) } ?? .success(true)
         }
+        return stored.map { changed in
+            if changed { finishDMAOps() }
+            return buffer.count
+        }
+    }
+
+    /// The DMA-ops setup after a store changed the default domain: v6.10+
+    /// under the same hold of the mutex; before, `probe_finalize` after
+    /// dropping it (the kernel then runs it unlocked; the model takes the
+    /// mutex again, the domain's fields need it).
+    private func finishDMAOps() {
+        guard !subsystem.profile.setsUpDMAOpsUnderMutex else { return }
+        state.withLock { s in
+            _ = reportingTypeChange(&s) { s in
+                setUpDMAOps(&s)
+                return nil
+            }
+        }
+    }
+
+    /// Runs `change` on the locked state and reports a change of the
+    /// default domain's type. v6.10+ set the DMA ops up inside it.
+    private func reportingTypeChange(_ s: inout GroupState, _ change: (inout GroupState) -> Errno?) -> Errno? {
+        let before = s.defaultDomain?.type
+        if let error = change(&s) { return error }
+        if subsystem.profile.setsUpDMAOpsUnderMutex { setUpDMAOps(&s) }
+        if let before, let after = s.defaultDomain?.type, before != after {
+            subsystem.events.emit(.typeChanged(group: id, from: before, to: after))
+        }
+        return nil
     }
 }
 
@@ -61,14 +89,12 @@ extension IOMMUGroup {
                 subsystem.log.appendRatelimited("iommu: Device is still bound to driver", at: .storeTypeDeviceBound)
                 return .failure(.resourceBusy)
             }
-            return state.withLock { s -> Result<Int, Errno> in
-                let before = s.defaultDomain?.type
-                if let error = changeDeviceDefaultDomain(&s, device, target: target) { return .failure(error) }
-                if let before, let after = s.defaultDomain?.type, before != after {
-                    subsystem.events.emit(.typeChanged(group: id, from: before, to: after))
-                }
-                return .success(count)
+            let error = state.withLock { s in
+                reportingTypeChange(&s) { s in changeSingletonDefaultDomain(&s, device, target: target) }
             }
+            if let error { return .failure(error) }
+            finishDMAOps()
+            return .success(count)
         }
     }
 }

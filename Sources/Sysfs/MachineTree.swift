@@ -167,11 +167,16 @@ public final class MachineTree: MachineObserver {
             guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
             return machine.probe(device).map { .failure($0) } ?? .success(buffer.count)
         })
-        tree.makeAttribute("rescan", in: bus, permissions: 0o200, store: { [machine] buffer, _ in
+        tree.makeAttribute("rescan", in: bus, permissions: 0o200, store: Self.rescanStore { [machine] in machine.rescan() })
+    }
+
+    /// A `rescan` file's store: a number, and anything but 0 runs `rescan`.
+    private static func rescanStore(_ rescan: @escaping @Sendable () -> Void) -> Attribute.Store {
+        { buffer, _ in
             guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
-            if value != 0 { machine.rescan() }
+            if value != 0 { rescan() }
             return .success(buffer.count)
-        })
+        }
     }
 
     /// `/sys/bus/pci/drivers/<name>/{bind,unbind,new_id,remove_id,uevent}` (0200): registered
@@ -262,13 +267,15 @@ public final class MachineTree: MachineObserver {
         tree.makeSymlink(device.address.description, in: dir, to: device.sysfsPath)
     }
 
-    /// `driver_override` (0644), `remove` (0220) and, when the device has a
-    /// reset method, `reset` (0200) and `reset_method` (0644).
+    /// `driver_override` (0644), `remove` (0220), `rescan` (0200) and, when
+    /// the device has a reset method, `reset` (0200) and `reset_method` (0644).
     private func addDeviceKnobs(_ device: Device, in dir: Node) {
         tree.makeAttribute("driver_override", in: dir, permissions: 0o644, .deviceKnob(driverOverrideKnob, device))
-        // VFs come and go with sriov_numvfs only: no `remove`.
+        // VFs come and go with sriov_numvfs only: no `remove`, no `rescan`.
         if device.physicalFunction == nil {
             tree.makeAttribute("remove", in: dir, permissions: 0o220, .deviceKnob(removeKnob, device))
+            tree.makeAttribute("rescan", in: dir, permissions: 0o200,
+                               store: Self.rescanStore { [machine] in machine.rescan(busOf: device) })
         }
         if let sriov = device.sriov { addSRIOVAttributes(device, sriov, in: dir) }
         guard !device.resetMethods.isEmpty else { return }

@@ -74,7 +74,9 @@ extension Topology {
     /// group at boot); the hotplug NIC behind RA4; virtio-blk behind RA5;
     /// and a driverless pci-testdev behind RA6. Reset methods are the
     /// transcript's `reset_method` values (none on root ports, the host
-    /// bridge and ICH9). Group labels are the booted ids.
+    /// bridge and ICH9). Group labels are the booted ids. QEMU's virtio fn1
+    /// of the 3-function device has the multifunction bit clear in its own
+    /// header, so a rescan puts it in a group of its own.
     public static let qemuQ35AltJSON = #"""
     {
       "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full oracle.machine=alt oracle.scenario=pci",
@@ -122,7 +124,8 @@ extension Topology {
         { "address": "0000:06:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
           "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "e1000e", "reset_methods": ["pm", "bus"] },
         { "address": "0000:06:00.1", "vendor": "0x1af4", "device": "0x1041", "class": "0x020000",
-          "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "virtio-pci", "reset_methods": ["flr", "pm"] },
+          "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "virtio-pci", "reset_methods": ["flr", "pm"],
+          "multifunction": false },
         { "address": "0000:06:00.2", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",
           "parent": "0000:00:03.0", "iommu": "dmar0", "group": 12, "driver": "e1000e", "reset_methods": ["pm"] },
         { "address": "0000:07:00.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000",

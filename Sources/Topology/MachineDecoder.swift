@@ -3,7 +3,7 @@ import SystemPackage
 
 // The keys of each object of the format; raw values are the document's spellings.
 enum RootKey: String, CaseIterable {
-    case kernel, iommuUnits = "iommu_units", drivers, devices, state
+    case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile
 }
 
 enum KernelKey: String, CaseIterable {
@@ -28,7 +28,7 @@ enum DeviceKey: String, CaseIterable {
     case address, vendor, device, `class`, parent, iommu, group, driver
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
     case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
-    case sriov, attachDeferred = "attach_deferred"
+    case sriov, attachDeferred = "attach_deferred", multifunction
 }
 
 enum SRIOVKey: String, CaseIterable {
@@ -42,6 +42,7 @@ enum RegionKey: String, CaseIterable {
 
 /// The names the format accepts for each enumerated value.
 enum Names {
+    static let profiles = KernelProfile.all.map { (name: $0.name, value: $0) }
     static let configDefaults = BootOptions.ConfigDefault.allCases.map { (name: $0.rawValue, value: $0) }
     static let families = IOMMUDriverAbilities.Family.allCases.map { (name: $0.rawValue, value: $0) }
     static let domainTypes = DomainType.allCases.map { (name: $0.sysfsName, value: $0) }
@@ -77,12 +78,14 @@ enum MachineDecoder {
     /// with the group ids it restores (`MachineSpec.groupIDs`).
     static func document(_ root: JSON) throws(Problem) -> (spec: MachineSpec, state: (MachineState, groupIDs: [PCIAddress: Int])?) {
         let fields = try Fields<RootKey>(root)
-        let spec = try MachineAssembly(
+        var spec = try MachineAssembly(
             boot: try fields.optional(.kernel, ValueDecoder(bootOptions)) ?? BootOptions(),
             units: try fields.required(.iommuUnits, .array(of: ValueDecoder(unit))),
             drivers: try fields.optional(.drivers, .array(of: ValueDecoder(driver))) ?? [],
             devices: try fields.required(.devices, .array(of: ValueDecoder(device)))
         ).spec()
+        // The kernel the machine was captured on or written for; --profile overrides it.
+        spec.profile = try fields.optional(.profile, .choice(Names.profiles, "kernel profile"))
         guard let state = try fields.optional(.state, ValueDecoder(StateDecoder.state)) else { return (spec, nil) }
         return (spec, (state, try StateChecks(spec: spec, state: state).groupIDs()))
     }
@@ -162,7 +165,8 @@ enum MachineDecoder {
             resetMethods: try fields.optional(.resetMethods, .array(of: .name)),
             resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100),
             sriov: try fields.optional(.sriov, ValueDecoder(sriov)),
-            attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false)
+            attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false,
+            multifunction: try fields.optional(.multifunction, .bool) ?? true)
     }
 
     /// A PF's SR-IOV capability.

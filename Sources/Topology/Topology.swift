@@ -78,7 +78,7 @@ public struct TopologyDocument: Sendable {
 
     /// Boots the description and restores the state; a state the kernel
     /// logic refuses fails with the path of the step that failed.
-    public func boot(profile: KernelProfile = .current, log: KernelLog = KernelLog()) throws(TopologyError) -> Machine {
+    public func boot(profile: KernelProfile? = nil, log: KernelLog = KernelLog()) throws(TopologyError) -> Machine {
         var spec = spec
         spec.groupIDs = restoredGroupIDs
         let machine: Machine

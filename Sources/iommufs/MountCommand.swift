@@ -129,7 +129,7 @@ struct MountCommand: ParsableCommand {
     private func bootDocument(log: KernelLog) -> (Machine, DocumentText) {
         let document = loadDocument()
         do throws(TopologyError) {
-            return (try document.boot(profile: profile.flatMap(KernelProfile.named) ?? .current, log: log), document.text)
+            return (try document.boot(profile: profile.flatMap(KernelProfile.named), log: log), document.text)
         } catch {
             fail(error.description)
         }

@@ -869,20 +869,12 @@ struct AltPCIReplay {
             let path = String(words[1])
             let bytes = data(line.text.dropFirst(7 + path.count + 1)).bytes
             let missing = bootPaths.filter { Syscall.lstat(dev($0.key, "")) == nil }
-            if bytes == Array("1".utf8), missing.keys.contains("0000:06:00.1") {
-                // QEMU's fn1 of the 3-function device has the multifunction bit
-                // clear in its own header: re-added by a rescan, the guest gave
-                // it a new group. The model has no such header bit.
-                diverged = diverged ?? "the rescan of 0000:06:00.1 (multifunction-bit regrouping quirk, line \(line.number))"
-            }
-            guard path == "/sys/bus/pci/rescan" else {
-                // The mount has no class/pci_bus or per-device rescan: when every
-                // missing device is on that bus (below that device), the bus-wide
-                // rescan finds the same ones and stands in for it.
-                let scope = path.hasPrefix("/sys/class/pci_bus/")
-                    ? { (d: String, _: String) in d.hasPrefix(String(path.split(separator: "/")[3]) + ":") }
-                    : { (_: String, sysPath: String) in sysPath.contains("/" + String(path.split(separator: "/")[4]) + "/") }
-                if bytes == Array("1".utf8), missing.allSatisfy({ scope($0.key, $0.value) }) {
+            guard !path.hasPrefix("/sys/class/pci_bus/") else {
+                // The mount has no class/pci_bus: when every missing device is
+                // on that bus, the bus-wide rescan finds the same ones and
+                // stands in for it.
+                let bus = String(path.split(separator: "/")[3])
+                if bytes == Array("1".utf8), missing.keys.allSatisfy({ $0.hasPrefix(bus + ":") }) {
                     _ = sysw(p("bus/pci/rescan"), bytes)
                     return skip(line, "rescan of one bus or below one device: not in the mount, replayed as /sys/bus/pci/rescan (the same devices were missing)")
                 }
@@ -999,21 +991,20 @@ struct AltPCIReplay {
         compare(line, expected: expected, actual: actual)
     }
 
-    /// `fd TARGET (note) read|write ["DATA"] -> R`: I/O through a descriptor
-    /// the guest opened before the removal. All descriptors of a removal case
-    /// are opened before its first step (at the first `fd` line or the
-    /// `remove-case` line that precedes it, whichever comes first).
+    /// `fd TARGET (note) read|write ["DATA"] -> R` or `fd TARGET write "DATA"
+    /// (note) -> R`: I/O through a descriptor the guest opened before the
+    /// removal. All descriptors of a removal case are opened before its first
+    /// step (at the first `fd` line or the `remove-case` line that precedes
+    /// it, whichever comes first).
     private mutating func fd(_ line: TranscriptLine, _ words: [Substring]) {
         let target = String(words[1])
-        let isWrite = line.step.contains(") write ")
+        // The note may come before or after the direction.
+        let isWrite = words.dropFirst(2).first { $0 == "read" || $0 == "write" } == "write"
         let key = target + (isWrite ? " w" : " r")
         guard let fd = fds[key] else { return skip(line, "descriptor was not opened before the change") }
-        if fd == -EACCES, target.hasSuffix("/remove") {
-            return skip(line, "a descriptor on devices/X/remove (0220) opened before the removal: the mount refused O_WRONLY (EACCES); not investigated in this slice")
-        }
         if fd < 0 { return compare(line, expected: result(line), actual: "err \(ErrnoName.name(-fd))@open") }
         if isWrite {
-            let bytes = data(line.step[line.step.range(of: ") write ")!.upperBound...]).bytes
+            let bytes = data(line.step[line.step.range(of: " write ")!.upperBound...]).bytes
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             return compare(line, expected: result(line), actual: n < 0 ? "err \(ErrnoName.name(errno))" : "ok \(n)")
         }

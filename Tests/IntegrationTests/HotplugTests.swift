@@ -101,6 +101,28 @@ import Testing
         }
     }
 
+    @Test("a device's rescan (0200) rescans only the bus the device is on and the buses behind it")
+    func rescanBusOfDevice() throws {
+        try MountedMachine.with { m in
+            let pci = SysfsPCI(m)
+            #expect(Syscall.lstat(pci.device(D.usbOHCI, "rescan")).map { $0.st_mode & 0o7777 } == 0o200)
+            #expect(Syscall.write(pci.device(D.nvme, "remove"), "1") == .ok(1))
+            #expect(Syscall.write(pci.device(D.rtl8139, "remove"), "1") == .ok(1))
+            #expect(Syscall.write(pci.device(D.usbOHCI, "rescan"), "x") == .failed(EINVAL))
+            #expect(Syscall.write(pci.device(D.usbOHCI, "rescan"), "0") == .ok(1))
+            #expect(pci.devices() == D.bootDevices.subtracting([D.nvme, D.rtl8139]))
+            // The OHCI controller is on the bridge's bus: only that bus is scanned.
+            #expect(Syscall.write(pci.device(D.usbOHCI, "rescan"), "1") == .ok(1))
+            #expect(pci.devices() == D.bootDevices.subtracting([D.nvme]))
+            #expect(pci.bound(to: "8139too") == [D.rtl8139])
+            // A root port is on the root bus: everything behind it comes back.
+            #expect(Syscall.write(pci.device("0000:00:1c.4", "rescan"), "1\n") == .ok(2))
+            #expect(pci.devices() == D.bootDevices)
+            #expect(pci.groupMap() == D.bootGroups)
+            expectConsistentTree(m)
+        }
+    }
+
     @Test("remove and rescan parse like kstrtoul; descriptors of a removed device get ENODEV")
     func knobErrnos() throws {
         try MountedMachine.with { m in

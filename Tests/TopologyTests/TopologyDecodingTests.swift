@@ -172,3 +172,16 @@ private let readmeExample = #"""
     let ownerCount = try #require(machine.group(id: 2)).snapshot.ownerCount
     #expect(ownerCount == 1)  // nvme holds the group: type writes get EPERM
 }
+
+@Test func theProfileKeyChoosesTheKernelAndAnExplicitProfileOverridesIt() throws {
+    let json = #"{ "profile": "linux-6.1", "iommu_units": [ { "name": "dmar0", "family": "intel" } ], "#
+        + #""devices": [ { "address": "00:02.0", "vendor": 1, "device": 2, "class": 3, "iommu": "dmar0", "group": 0 } ] }"#
+    let document = try TopologyDocument(json.utf8, source: "t.json")
+    #expect(document.spec.profile == .linux6_1)
+    // 6.1's policy lines keep the space before the empty suffix.
+    #expect(try document.boot().profile == .linux6_1)
+    #expect(try document.boot().log.texts.first == "iommu: Default domain type: Translated ")
+    #expect(try document.boot(profile: .linux6_12).profile == .linux6_12)
+    #expect(try decode(D.machine(devices: [D.device("00:02.0")])).profile == nil)
+    #expect(try TopologyDocument(D.machine(devices: [D.device("00:02.0")]).utf8, source: "t.json").boot().profile == .current)
+}

@@ -21,7 +21,7 @@ let badDocuments: [BadDocument] = [
                 json: D.machine(devices: [D.device("00:02.0", more: #""drvier": "e1000""#)]),
                 message: #"t.json: devices[0]: unknown key "drvier" (expected one of: address, vendor, device, class, "#
                     + "parent, iommu, group, driver, def_domain_type, untrusted, reserved_regions, "
-                    + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred)"),
+                    + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred, multifunction)"),
     BadDocument(name: "repeated key",
                 json: D.machine(devices: [D.device("00:02.0", more: #""group": 2"#)]),
                 message: #"t.json: devices[0]: key "group" appears twice"#),
@@ -70,6 +70,10 @@ let badDocuments: [BadDocument] = [
     BadDocument(name: "unknown config_default",
                 json: #"{ "kernel": { "config_default": "lazzy" }, "iommu_units": [], "devices": [] }"#,
                 message: #"t.json: kernel.config_default: unknown config_default "lazzy" (expected one of: lazy, strict, passthrough)"#),
+    BadDocument(name: "unknown kernel profile",
+                json: #"{ "profile": "linux-6.3", "iommu_units": [], "devices": [] }"#,
+                message: #"t.json: profile: unknown kernel profile "linux-6.3" (expected one of: linux-6.1, linux-6.4, "#
+                    + "linux-6.5, linux-6.6, linux-6.7, linux-6.8, linux-6.9, linux-6.10, linux-6.11, linux-6.12, linux-7.1)"),
     BadDocument(name: "unknown errno",
                 json: D.machine(units: [#"{ "name": "dmar0", "family": "intel", "unsupported_type_errno": "ENOMEN" }"#], devices: []),
                 message: #"t.json: iommu_units[0].unsupported_type_errno: unknown errno "ENOMEN" (expected one of: ENOMEM, EOPNOTSUPP, ENODEV, EINVAL, ENOSPC, EBUSY)"#),
