@@ -31,7 +31,11 @@ struct ControlHandler: Sendable {
             let lines = clear ? machine.log.readAndClear() : machine.log.lines
             return [(.lines, .array(lines.map { .string($0.description) }))]
         case .dump:
-            return [(.document, document.dump(machine))]
+            do throws(TopologyError) {
+                return [(.document, try document.dump(machine))]
+            } catch {
+                throw ControlFailure(.staleNFSFileHandle, error.description)
+            }
         case .trace:
             preconditionFailure("a trace streams; ControlSession runs it")
         }

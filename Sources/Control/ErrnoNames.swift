@@ -35,7 +35,7 @@ extension Errno {
         ("EPROTO", Glibc.EPROTO), ("EOVERFLOW", Glibc.EOVERFLOW), ("EILSEQ", Glibc.EILSEQ), ("ENOTSOCK", Glibc.ENOTSOCK),
         ("EOPNOTSUPP", Glibc.EOPNOTSUPP), ("EADDRINUSE", Glibc.EADDRINUSE), ("ENETDOWN", Glibc.ENETDOWN), ("ECONNABORTED", Glibc.ECONNABORTED),
         ("ECONNRESET", Glibc.ECONNRESET), ("ENOBUFS", Glibc.ENOBUFS), ("ENOTCONN", Glibc.ENOTCONN), ("ETIMEDOUT", Glibc.ETIMEDOUT),
-        ("ECONNREFUSED", Glibc.ECONNREFUSED), ("EALREADY", Glibc.EALREADY), ("EINPROGRESS", Glibc.EINPROGRESS), ("ECANCELED", Glibc.ECANCELED),
+        ("ECONNREFUSED", Glibc.ECONNREFUSED), ("EALREADY", Glibc.EALREADY), ("ESTALE", Glibc.ESTALE), ("EINPROGRESS", Glibc.EINPROGRESS), ("ECANCELED", Glibc.ECANCELED),
         ("EPROBE_DEFER", probeDeferErrno.rawValue),
     ].map { ($0.0, Errno(rawValue: $0.1)) }
 }

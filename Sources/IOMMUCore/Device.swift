@@ -7,39 +7,41 @@ import Synchronization
 /// (`dev_driver_string`) while a group mutex is held, so nothing is ever
 /// locked inside it.
 public final class Device: Sendable {
-    public let address: PCIAddress
-    public let vendorID: UInt16
-    public let deviceID: UInt16
-    /// 24-bit class code, e.g. 0x020000 for an Ethernet controller.
-    public let classCode: UInt32
-    /// The directory of this device under the sysfs root, e.g.
-    /// `devices/pci0000:00/0000:00:1c.0/0000:02:00.0`.
-    public let sysfsPath: String
+    /// What the bus scan found and where it sits in sysfs; shared with the
+    /// machine's catalog, which a rescan re-creates removed devices from.
+    public let record: DeviceRecord
     /// nil for a device without IOMMU translation (a VFIO no-IOMMU group member).
     public let unit: IOMMUUnit?
-    /// What the IOMMU driver's `def_domain_type()` answers for this device.
-    public let domainWish: DomainType?
-    /// `pci_dev->untrusted`: external-facing, the core forces DMA.
-    public let untrusted: Bool
-    /// Regions the IOMMU driver reports for this device, in kernel order.
-    public let reservedRegions: [ReservedRegion]
 
+    public var address: PCIAddress { record.spec.address }
+    public var vendorID: UInt16 { record.spec.vendorID }
+    public var deviceID: UInt16 { record.spec.deviceID }
+    /// 24-bit class code, e.g. 0x020000 for an Ethernet controller.
+    public var classCode: UInt32 { record.spec.classCode }
+    /// The directory of this device under the sysfs root, e.g.
+    /// `devices/pci0000:00/0000:00:1c.0/0000:02:00.0`.
+    public var sysfsPath: String { record.sysfsPath }
+    /// What the IOMMU driver's `def_domain_type()` answers for this device.
+    public var domainWish: DomainType? { record.spec.domainWish }
+    /// `pci_dev->untrusted`: external-facing, the core forces DMA.
+    public var untrusted: Bool { record.spec.untrusted }
+    /// Regions the IOMMU driver reports for this device, in kernel order.
+    public var reservedRegions: [ReservedRegion] { record.spec.reservedRegions }
     /// The driver whose id table matches this device (the one bound at
     /// boot); `drivers_probe` and a rescan bind it again.
-    public let nativeDriverName: String?
+    public var nativeDriverName: String? { record.spec.nativeDriver }
     /// ATS-capable: a reset fences the device's RID off (§7).
-    public let ats: Bool
+    public var ats: Bool { record.spec.ats }
     /// How long a function reset keeps the device fenced off.
-    public let resetDuration: Duration
+    public var resetDuration: Duration { record.spec.resetDuration }
     /// `reset_method`'s methods, e.g. `flr`, `pm`, `bus`; empty: no `reset`.
-    public let resetMethods: [String]
+    public var resetMethods: [String] { record.spec.resetMethods }
     /// The SR-IOV capability of a PF.
-    public var sriov: MachineSpec.SRIOVSpec? { sriovCapability.wrappedValue }
-    private let sriovCapability: OutOfLine<MachineSpec.SRIOVSpec>
+    public var sriov: MachineSpec.SRIOVSpec? { record.spec.sriov }
     /// For a VF: its PF.
-    public let physicalFunction: PCIAddress?
+    public var physicalFunction: PCIAddress? { record.spec.physicalFunction }
     /// `ops->is_attach_deferred`: the first attach waits for a DMA mapping.
-    public let attachDeferred: Bool
+    public var attachDeferred: Bool { record.spec.attachDeferred }
 
     private let binding = Mutex<PCIDriver?>(nil)
     private let groupRef = Mutex<IOMMUGroup?>(nil)
@@ -47,31 +49,9 @@ public final class Device: Sendable {
     /// this device; outermost but for the machine's rescan/remove lock.
     let lock = Mutex(DeviceLockState())
 
-    public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
-                sysfsPath: String, unit: IOMMUUnit?, domainWish: DomainType? = nil,
-                untrusted: Bool = false, reservedRegions: [ReservedRegion] = [],
-                nativeDriverName: String? = nil, ats: Bool = false, resetDuration: Duration = .milliseconds(100),
-                resetMethods: [String] = [], sriov: MachineSpec.SRIOVSpec? = nil,
-                physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false) {
-        self.address = address
-        self.vendorID = vendorID
-        self.deviceID = deviceID
-        self.classCode = classCode
-        self.sysfsPath = sysfsPath
+    init(record: DeviceRecord, unit: IOMMUUnit?) {
+        self.record = record
         self.unit = unit
-        self.domainWish = domainWish
-        self.untrusted = untrusted
-        self.nativeDriverName = nativeDriverName
-        self.ats = ats
-        self.resetDuration = resetDuration
-        self.resetMethods = resetMethods
-        self.sriovCapability = OutOfLine(wrappedValue: sriov)
-        self.physicalFunction = physicalFunction
-        self.attachDeferred = attachDeferred
-        var sorted: [ReservedRegion] = []
-        for region in reservedRegions { ReservedRegion.insert(region, into: &sorted) }
-        // Keep the caller's storage when it was already in kernel order.
-        self.reservedRegions = sorted == reservedRegions ? reservedRegions : sorted
     }
 
     /// `dev->iommu->require_direct`: firmware asked for a 1:1 mapping, so the
@@ -124,4 +104,24 @@ struct DeviceLockState {
     var resetMethods: [String]?
     /// The iommufd context the device is bound to (`VFIO_DEVICE_BIND_IOMMUFD`).
     @OutOfLine var iommufdContext: String?
+}
+
+/// One PCI function as the bus scan finds it, with its sysfs directory.
+/// Immutable and shared: a big machine has 100,000 of them, and the
+/// machine's catalog and the live `Device` hold the same one.
+public final class DeviceRecord: Sendable {
+    /// The description, with its reserved regions in kernel order.
+    public let spec: MachineSpec.DeviceSpec
+    /// e.g. `devices/pci0000:00/0000:00:1c.0/0000:02:00.0`.
+    public let sysfsPath: String
+
+    public init(spec: MachineSpec.DeviceSpec, sysfsPath: String) {
+        var spec = spec
+        var sorted: [ReservedRegion] = []
+        for region in spec.reservedRegions { ReservedRegion.insert(region, into: &sorted) }
+        // Keep the description's storage when it was already in kernel order.
+        if sorted != spec.reservedRegions { spec.reservedRegions = sorted }
+        self.spec = spec
+        self.sysfsPath = sysfsPath
+    }
 }

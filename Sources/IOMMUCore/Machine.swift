@@ -20,7 +20,7 @@ public final class Machine: Sendable {
     public let drivers: [String: PCIDriver]
     /// Every device the machine describes, in probe order, with its sysfs
     /// path: what a rescan can find again after a removal.
-    private let catalog: [(spec: MachineSpec.DeviceSpec, path: String)]
+    private let catalog: [DeviceRecord]
     private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
     let rescanRemove = Mutex(())
@@ -98,14 +98,14 @@ public final class Machine: Sendable {
         // gets its default domain; drivers probe after that.
         var bootGroups: [IOMMUGroup] = []
         var bootDevices: [Device] = []
-        for (entry, path) in catalog {
-            let (device, group, isNew) = try join(entry, path, hotAdded: false)
+        for record in catalog {
+            let (device, group, isNew) = try join(record, hotAdded: false)
             if isNew { bootGroups.append(group) }
             bootDevices.append(device)
         }
         for group in bootGroups { group.setUpProbedDomain() }
-        for (device, entry) in zip(bootDevices, catalog) {
-            guard let name = entry.spec.driver else { continue }
+        for (device, record) in zip(bootDevices, catalog) {
+            guard let name = record.spec.driver else { continue }
             // A failing dma_configure fails the probe silently (really_probe).
             _ = bind(device, to: drivers[name]!)
         }
@@ -149,14 +149,9 @@ public final class Machine: Sendable {
     /// the IOMMU before `pci_scan_slot` marks fn > 0 multifunction, and
     /// `get_pci_function_alias_group` (iommu.c) skips a function that is
     /// not. At boot the IOMMU probes after the scan: the described groups.
-    func join(_ entry: MachineSpec.DeviceSpec, _ path: String, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
-        let device = Device(address: entry.address, vendorID: entry.vendorID, deviceID: entry.deviceID,
-                            classCode: entry.classCode, sysfsPath: path, unit: entry.unit.flatMap { unitsByName[$0] },
-                            domainWish: entry.domainWish, untrusted: entry.untrusted,
-                            reservedRegions: entry.reservedRegions, nativeDriverName: entry.nativeDriver,
-                            ats: entry.ats, resetDuration: entry.resetDuration, resetMethods: entry.resetMethods,
-                            sriov: entry.sriov, physicalFunction: entry.physicalFunction,
-                            attachDeferred: entry.attachDeferred)
+    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+        let entry = record.spec
+        let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] })
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
@@ -237,9 +232,9 @@ public final class Machine: Sendable {
     /// `pci_rescan_bus` of the bus whose devices' paths start with `prefix`.
     private func rescan(under prefix: String) {
         rescanRemove.withLock { _ in
-            for (entry, path) in catalog where path.hasPrefix(prefix) && device(at: entry.address) == nil {
-                if let parent = entry.parent, device(at: parent) == nil { continue }
-                guard let (device, group, isNew) = try? join(entry, path, hotAdded: true) else { continue }
+            for record in catalog where record.sysfsPath.hasPrefix(prefix) && device(at: record.spec.address) == nil {
+                if let parent = record.spec.parent, device(at: parent) == nil { continue }
+                guard let (device, group, isNew) = try? join(record, hotAdded: true) else { continue }
                 finishHotAdd(device, group, isNew)
                 _ = probe(device)
             }
@@ -257,7 +252,7 @@ public final class Machine: Sendable {
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):
     /// all functions of a bus by address, then each bridge's secondary bus
     /// in turn, with each device's sysfs path.
-    private static func probeOrder(_ devices: [MachineSpec.DeviceSpec]) throws(MachineSpecError) -> [(spec: MachineSpec.DeviceSpec, path: String)] {
+    private static func probeOrder(_ devices: [MachineSpec.DeviceSpec]) throws(MachineSpecError) -> [DeviceRecord] {
         // Indices, not specs, are moved around: a spec is a large value and
         // a big machine has 100,000 of them.
         var children: [PCIAddress?: [Int]] = [:]
@@ -270,7 +265,7 @@ public final class Machine: Sendable {
         for parent in children.keys {
             if let parent, !seen.contains(parent) { throw MachineSpecError("parent bridge \(parent) is not a listed device") }
         }
-        var result: [(spec: MachineSpec.DeviceSpec, path: String)] = []
+        var result: [DeviceRecord] = []
         result.reserveCapacity(devices.count)
         func addBus(_ bus: [Int], under path: String?) {
             let sorted = bus.sorted { devices[$0].address < devices[$1].address }
@@ -278,10 +273,10 @@ public final class Machine: Sendable {
             for index in sorted {
                 let address = devices[index].address
                 let base = path ?? "devices/" + address.rootBusName
-                result.append((devices[index], base + "/" + address.description))
+                result.append(DeviceRecord(spec: devices[index], sysfsPath: base + "/" + address.description))
             }
             for (index, position) in zip(sorted, first...) {
-                if let below = children[devices[index].address] { addBus(below, under: result[position].path) }
+                if let below = children[devices[index].address] { addBus(below, under: result[position].sysfsPath) }
             }
         }
         addBus(children[nil] ?? [], under: nil)

@@ -1,3 +1,4 @@
+import Glibc
 import IOMMUCore
 import SystemPackage
 
@@ -37,6 +38,9 @@ public struct TopologyDocument: Sendable {
     /// `MachineSpec.groupIDs` for restoring the state.
     private let restoredGroupIDs: [PCIAddress: Int]
     private let textBytes: [UInt8]
+    /// The file the text was read from, when it was: `text` names it
+    /// instead of holding a copy.
+    private var file: DocumentText.File?
 
     /// Reads and decodes the document at `path`; errors name the path as given.
     public static func load(contentsOf path: String) throws(TopologyError) -> TopologyDocument {
@@ -46,7 +50,9 @@ public struct TopologyDocument: Sendable {
         } catch {
             throw TopologyError(source: path, location: "", reason: "cannot read the file: \(error)")
         }
-        return try TopologyDocument(bytes, source: path)
+        var document = try TopologyDocument(bytes, source: path)
+        document.file = DocumentText.File(path: absolutePath(path), contents: bytes)
+        return document
     }
 
     /// The embedded default machine (`Topology.defaultMachineJSON`).
@@ -99,10 +105,13 @@ public struct TopologyDocument: Sendable {
     /// This document with `machine`'s current state as its `state` member
     /// (last): loadable again, and booting it gives a machine that dumps
     /// the same document.
-    public func dump(_ machine: Machine) -> JSON { text.dump(machine) }
+    public func dump(_ machine: Machine) -> JSON {
+        // The text in memory: nothing to read again, nothing to fail.
+        try! DocumentText(bytes: textBytes).dump(machine)
+    }
 
     /// The part of the document `dump` needs once the machine is booted.
-    public var text: DocumentText { DocumentText(bytes: textBytes) }
+    public var text: DocumentText { file.map(DocumentText.init(file:)) ?? DocumentText(bytes: textBytes) }
 
     private static func parse(_ buffer: UnsafeBufferPointer<UInt8>, source: String) throws(TopologyError) -> JSON {
         do {
@@ -115,7 +124,7 @@ public struct TopologyDocument: Sendable {
 
     /// The whole file, read in large chunks (a captured machine can be tens
     /// of megabytes).
-    private static func contents(of path: String) throws -> [UInt8] {
+    static func contents(of path: String) throws -> [UInt8] {
         let file = try FileDescriptor.open(path, .readOnly)
         return try file.closeAfter {
             var bytes: [UInt8] = []
@@ -127,17 +136,74 @@ public struct TopologyDocument: Sendable {
             }
         }
     }
+
+    /// `path` from the working directory now: a daemon changes its own.
+    private static func absolutePath(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        return String(cString: cwd) + "/" + path
+    }
 }
 
 /// A document's text as it was given, for `dump`: what a server keeps of
 /// its document after booting. The decoded description is not kept; on a
 /// big machine it is tens of megabytes the booted machine already holds.
+///
+/// A document read from a file is not copied: a dump reads the file again
+/// and checks that it still holds the text the machine booted from.
 public struct DocumentText: Sendable {
-    let bytes: [UInt8]
+    /// A file and a digest of the text it held.
+    struct File: Sendable {
+        let path: String
+        let length: Int
+        let digest: Int
+
+        init(path: String, contents: [UInt8]) {
+            self.path = path
+            self.length = contents.count
+            self.digest = Self.digest(contents)
+        }
+
+        /// Within one process (the dump runs in the daemon that loaded the
+        /// file), equal texts give equal digests.
+        static func digest(_ bytes: [UInt8]) -> Int {
+            var hasher = Hasher()
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+            return hasher.finalize()
+        }
+    }
+
+    private enum Origin: Sendable {
+        case bytes([UInt8])
+        case file(File)
+    }
+
+    private let origin: Origin
+
+    init(bytes: [UInt8]) { origin = .bytes(bytes) }
+    init(file: File) { origin = .file(file) }
 
     /// The document with `machine`'s current state as its `state` member
-    /// (last), in place of the one it came with.
-    public func dump(_ machine: Machine) -> JSON {
+    /// (last), in place of the one it came with. Fails when the file the
+    /// document came from changed or went away since it was loaded.
+    public func dump(_ machine: Machine) throws(TopologyError) -> JSON {
+        let bytes: [UInt8]
+        switch origin {
+        case .bytes(let text):
+            bytes = text
+        case .file(let file):
+            let current: [UInt8]
+            do {
+                current = try TopologyDocument.contents(of: file.path)
+            } catch {
+                throw TopologyError(source: file.path, location: "", reason: "cannot read the file the machine booted from: \(error)")
+            }
+            guard current.count == file.length, File.digest(current) == file.digest else {
+                throw TopologyError(source: file.path, location: "",
+                                    reason: "the file changed since the machine booted from it; a dump needs the description it booted")
+            }
+            bytes = current
+        }
         // The text parsed when the document was made; it cannot fail now.
         guard case .object(let members)? = try? JSON.parse(bytes) else { preconditionFailure("the document no longer parses") }
         return .object(members.filter { $0.key != RootKey.state.rawValue }

@@ -393,6 +393,28 @@ import Topology
         #expect(result.stderr.hasPrefix("iommufs: ENOENT: cannot connect to "), "\(result.stderr)")
     }
 
+    @Test("dump reads the topology file again: a changed file gives ESTALE, the same text dumps again")
+    func dumpOfChangedFile() throws {
+        let original = try MountedMachine.with { m in try m.ctlOK("dump") }
+        let dir = try makeTemporaryDirectory()
+        let file = dir + "/machine.json"
+        defer {
+            unlink(file)
+            rmdir(dir)
+        }
+        try original.write(toFile: file, atomically: false, encoding: .utf8)
+        try MountedMachine.with(arguments: ["--topology", file]) { m in
+            let before = try m.ctlOK("dump")
+            try (original + " ").write(toFile: file, atomically: false, encoding: .utf8)
+            let stale = m.ctl("dump")
+            #expect(stale.status != 0)
+            #expect(stale.failure?.contains("the file changed since the machine booted from it") == true, "\(stale.stderr)")
+            #expect(stale.failure?.contains("ESTALE") == true, "\(stale.stderr)")
+            try original.write(toFile: file, atomically: false, encoding: .utf8)
+            #expect(try m.ctlOK("dump") == before)
+        }
+    }
+
     // MARK: Helpers
 
     /// `ctl dump` now, booted again from a file: the same document.
