@@ -1,38 +1,65 @@
 import ArgumentParser
 import Glibc
+import Topology
 
 /// `iommufs generate`: a synthetic machine of any size, for benchmarks.
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Print a topology with many groups, for benchmarks and scale tests.",
+        abstract: "Print a topology: a synthetic machine with many groups, or a built-in machine's description.",
         discussion: """
             Device k (group k / devices-per-group) is function k & 7 of device (k >> 3) & 31 on \
             root bus (k >> 8) & 255 of PCI domain k >> 16; every device sits behind one VT-d unit \
             with the MSI window, unbound. Every 8th group also has a direct-relaxable region.
 
-            Example:
+            With --machine, the description of a built-in machine instead (\(Topology.builtinMachines.map(\.name).joined(separator: ", "))), \
+            to read or to edit into a machine of one's own.
+
+            Examples:
               iommufs generate --groups 50000 --devices-per-group 2 > big.json
               iommufs mount mnt --topology big.json
+              iommufs generate --machine qemu-q35-vtd > qemu-q35-vtd.json
             """
     )
 
-    @Option(help: ArgumentHelp("How many IOMMU groups. Example: --groups 4096", valueName: "n"))
-    var groups: Int = 64
+    @Option(help: ArgumentHelp("How many IOMMU groups (default 64). Example: --groups 4096", valueName: "n"))
+    var groups: Int?
 
-    @Option(help: ArgumentHelp("Devices in each group. Example: --devices-per-group 2", valueName: "n"))
-    var devicesPerGroup: Int = 2
+    @Option(help: ArgumentHelp("Devices in each group (default 2). Example: --devices-per-group 2", valueName: "n"))
+    var devicesPerGroup: Int?
+
+    @Option(help: ArgumentHelp("Print this built-in machine's description. Example: --machine qemu-q35-alt", valueName: "name"))
+    var machine: String?
 
     func validate() throws {
-        guard groups > 0 else { throw ValidationError("--groups must be at least 1") }
-        guard devicesPerGroup > 0 else { throw ValidationError("--devices-per-group must be at least 1") }
-        guard groups * devicesPerGroup <= 0x1_0000 * 0x1_0000 else {
+        if let machine {
+            guard groups == nil, devicesPerGroup == nil else {
+                throw ValidationError("--machine prints a built-in machine; it takes no --groups or --devices-per-group")
+            }
+            guard Topology.builtinMachines.contains(where: { $0.name == machine }) else {
+                throw ValidationError("unknown machine '\(machine)' (built-in: \(Topology.builtinMachines.map(\.name).joined(separator: ", ")))")
+            }
+            return
+        }
+        guard groupCount > 0 else { throw ValidationError("--groups must be at least 1") }
+        guard groupSize > 0 else { throw ValidationError("--devices-per-group must be at least 1") }
+        let (devices, overflow) = groupCount.multipliedReportingOverflow(by: groupSize)
+        guard !overflow, devices <= 0x1_0000 * 0x1_0000 else {
             throw ValidationError("at most 2^32 devices (65536 PCI domains of 65536 functions)")
         }
     }
 
+    private var groupCount: Int { groups ?? 64 }
+    private var groupSize: Int { devicesPerGroup ?? 2 }
+
     func run() throws {
         var out = OutputBuffer()
+        if let machine, let entry = Topology.builtinMachines.first(where: { $0.name == machine }) {
+            out.append(entry.json.hasSuffix("\n") ? entry.json : entry.json + "\n")
+            out.flush()
+            return
+        }
+        let groups = groupCount, devicesPerGroup = groupSize
         out.append("""
             {
               "iommu_units": [
