@@ -396,14 +396,7 @@ import Topology
     @Test("dump reads the topology file again: a changed file gives ESTALE, the same text dumps again")
     func dumpOfChangedFile() throws {
         let original = try MountedMachine.with { m in try m.ctlOK("dump") }
-        let dir = try makeTemporaryDirectory()
-        let file = dir + "/machine.json"
-        defer {
-            unlink(file)
-            rmdir(dir)
-        }
-        try original.write(toFile: file, atomically: false, encoding: .utf8)
-        try MountedMachine.with(arguments: ["--topology", file]) { m in
+        try withTopology(original) { m, file in
             let before = try m.ctlOK("dump")
             try (original + " ").write(toFile: file, atomically: false, encoding: .utf8)
             let stale = m.ctl("dump")
@@ -436,6 +429,12 @@ import Topology
 
 /// Mounts the machine of `json`, written to a temporary file.
 func withTopology<R>(_ json: String, _ body: (MountedMachine) throws -> R) throws -> R {
+    try withTopology(json) { m, _ in try body(m) }
+}
+
+/// Mounts the machine of `json`, written to a temporary file that `body`
+/// also gets.
+func withTopology<R>(_ json: String, _ body: (MountedMachine, String) throws -> R) throws -> R {
     let dir = try makeTemporaryDirectory()
     let file = dir + "/machine.json"
     defer {
@@ -443,7 +442,7 @@ func withTopology<R>(_ json: String, _ body: (MountedMachine) throws -> R) throw
         rmdir(dir)
     }
     try json.write(toFile: file, atomically: false, encoding: .utf8)
-    return try MountedMachine.with(arguments: ["--topology", file], body)
+    return try MountedMachine.with(arguments: ["--topology", file]) { m in try body(m, file) }
 }
 
 extension MountedMachine {
