@@ -180,7 +180,8 @@ private func opOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePo
     guard let fi else { return replyError(req, EIO) }
     guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
     let access = fi.pointee.flags & O_ACCMODE
-    switch OpenAttribute.open(node, forReading: access != O_WRONLY, forWriting: access != O_RDONLY) {
+    let opener = RequestCaller(of: req, serverNamespace: ServerContext.of(req).userNamespace)
+    switch OpenAttribute.open(node, forReading: access != O_WRONLY, forWriting: access != O_RDONLY, opener: opener) {
     case .success(let file):
         fi.pointee.direct_io = 1
         fi.pointee.noflush = 1
@@ -204,7 +205,7 @@ private func opRead(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset
 }
 
 /// The store runs with the credentials of the writing thread, as sysfs
-/// stores see `current`; the file offset is not passed on (sysfs ignores it).
+/// stores see `current`; the file offset matters to binary attributes only.
 ///
 /// A store that changed the tree (`remove`, `unbind`, `rescan`...) is
 /// answered once the cache notifier has told the kernel, so that the
@@ -219,7 +220,7 @@ private func opWrite(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ buffer: UnsafePoin
     let context = ServerContext.of(req)
     let caller = RequestCaller(of: req, serverNamespace: context.userNamespace)
     let latestBefore = context.notifications.latestOfThisThread
-    let result = file.write(UnsafeRawBufferPointer(start: buffer, count: size), caller: caller)
+    let result = file.write(UnsafeRawBufferPointer(start: buffer, count: size), caller: caller, offset: Int(offset))
     let latest = context.notifications.latestOfThisThread
     if latest != latestBefore {
         context.notifications.wait(through: latest, milliseconds: context.writeVisibilityTimeout)

@@ -42,6 +42,14 @@ public final class Device: Sendable {
     public var physicalFunction: PCIAddress? { record.spec.physicalFunction }
     /// `ops->is_attach_deferred`: the first attach waits for a DMA mapping.
     public var attachDeferred: Bool { record.spec.attachDeferred }
+    /// What the config space shows beyond the ids.
+    public var function: PCIFunctionSpec { record.spec.configFacts }
+
+    /// `enable`: `pdev->enable_cnt`, one for a bound driver that enables the
+    /// device plus the enables written to `enable` while unbound.
+    public var enableCount: Int {
+        lock.withLock { state in state.userEnables + (driver?.enablesDevice == true ? 1 : 0) }
+    }
 
     private let binding = Mutex<PCIDriver?>(nil)
     private let groupRef = Mutex<IOMMUGroup?>(nil)
@@ -100,6 +108,9 @@ struct DeviceLockState {
     var virtualFunctions: [Device] = []
     /// `sriov_drivers_autoprobe`.
     var driversAutoprobe: Bool?
+    /// `pci_enable_device` calls through `enable` (made while no driver was
+    /// bound) not yet undone by a `pci_disable_device`.
+    var userEnables = 0
     /// Methods a user wrote to `reset_method`; nil: the probed default.
     var resetMethods: [String]?
     /// The iommufd context the device is bound to (`VFIO_DEVICE_BIND_IOMMUFD`).

@@ -91,6 +91,10 @@ public struct PCIDriver: Sendable, Equatable, Hashable {
     /// Other drivers' probe messages are about their hardware, not modelled.
     public var probeLogLine: String? { name == "pci-stub" ? "claimed by stub" : nil }
 
+    /// Whether probe calls `pci_enable_device`: pci-stub's probe only claims
+    /// the device, and vfio-pci enables it when user space opens it.
+    public var enablesDevice: Bool { name != "pci-stub" && name != "vfio-pci" }
+
     /// The drivers that set `driver_managed_dma` in mainline (S13).
     public static let dmaManagingNames: Set<String> = ["vfio-pci", "pci-stub", "pcieport"]
 }

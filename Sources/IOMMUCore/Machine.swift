@@ -20,7 +20,7 @@ public final class Machine: Sendable {
     public let drivers: [String: PCIDriver]
     /// Every device the machine describes, in probe order, with its sysfs
     /// path: what a rescan can find again after a removal.
-    private let catalog: [DeviceRecord]
+    let catalog: [DeviceRecord]
     private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
     let rescanRemove = Mutex(())
@@ -152,6 +152,9 @@ public final class Machine: Sendable {
     func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
         let entry = record.spec
         let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] })
+        // At boot the enumeration lines precede the IOMMU core's; a rescan
+        // or a new VF prints its own, before the device joins its group.
+        if hotAdded { subsystem.log.append(device.logPrefix + entry.enumerationLogLine) }
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }

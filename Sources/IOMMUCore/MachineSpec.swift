@@ -41,6 +41,9 @@ public struct MachineSpec: Sendable {
         /// function other than 0 re-added by a rescan depends on it: without
         /// it, the function gets a group of its own (see `Machine.join`).
         public var multifunction: Bool
+        /// Config-space facts (PCIe port type, capabilities, revision...);
+        /// nil: `PCIFunctionSpec.conventional`.
+        @OutOfLine public var function: PCIFunctionSpec?
 
         public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                     parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
@@ -48,7 +51,7 @@ public struct MachineSpec: Sendable {
                     reservedRegions: [ReservedRegion] = [], nativeDriver: String? = nil, ats: Bool = false,
                     resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100),
                     sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false,
-                    multifunction: Bool = true) {
+                    multifunction: Bool = true, function: PCIFunctionSpec? = nil) {
             self.address = address
             self.vendorID = vendorID
             self.deviceID = deviceID
@@ -70,6 +73,7 @@ public struct MachineSpec: Sendable {
             self.physicalFunction = physicalFunction
             self.attachDeferred = attachDeferred
             self.multifunction = multifunction
+            self.function = function
         }
     }
 

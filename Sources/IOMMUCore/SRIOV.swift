@@ -52,7 +52,8 @@ extension Machine {
         let spec = MachineSpec.DeviceSpec(
             address: address, vendorID: pf.vendorID, deviceID: sriov.vfDeviceID, classCode: pf.classCode,
             unit: pf.unit?.name, group: "vf " + address.description, reservedRegions: unitRegions, nativeDriver: sriov.vfDriver,
-            ats: pf.ats, resetMethods: ["flr"], resetDuration: pf.resetDuration, physicalFunction: pf.address)
+            ats: pf.ats, resetMethods: ["flr"], resetDuration: pf.resetDuration, physicalFunction: pf.address,
+            multifunction: false, function: pf.function.virtualFunction)
         guard let (vf, group, isNew) = try? join(DeviceRecord(spec: spec, sysfsPath: parentPath + "/" + address.description), hotAdded: true) else { return }
         pf.lock.withLock { $0.virtualFunctions.append(vf) }
         finishHotAdd(vf, group, isNew)

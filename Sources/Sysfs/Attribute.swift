@@ -33,6 +33,9 @@ public struct Attribute: Sendable {
         /// A knob of a PCI device directory (`driver_override`, `remove`):
         /// one shared handler per kind, so that a device costs no closures.
         case deviceKnob(DeviceKnob, Device)
+        /// A binary attribute (`struct bin_attribute`): sized, read and
+        /// written at an offset, never through seq_file.
+        case binary(BinaryAttribute)
     }
 
     /// The closures of a custom attribute.
@@ -60,14 +63,14 @@ public struct Attribute: Sendable {
         switch behaviour {
         case .custom(let operations): return operations.show != nil
         case .deviceKnob(let knob, _): return knob.isReadable
-        case .constant, .groupType, .groupReservedRegions: return true
+        case .constant, .groupType, .groupReservedRegions, .binary: return true
         }
     }
 
     public var isWritable: Bool {
         switch behaviour {
         case .custom(let operations): return operations.store != nil
-        case .groupType, .deviceKnob: return true
+        case .groupType, .deviceKnob, .binary: return true
         case .constant, .groupReservedRegions: return false
         }
     }
@@ -87,6 +90,8 @@ public struct Attribute: Sendable {
         case .deviceKnob(let knob, let device):
             guard let text = knob.show(device) else { return .failure(.permissionDenied) }
             return .success(Self.copy(text, into: buffer))
+        case .binary(let file):
+            return .success(file.read(offset: 0, count: buffer.count, privileged: true).withUnsafeBytes { Self.copy($0, into: buffer) })
         }
     }
 
@@ -96,6 +101,7 @@ public struct Attribute: Sendable {
         case .custom(let operations): return operations.store?(buffer, caller)
         case .groupType(let group): return group.storeType(buffer, caller: caller)
         case .deviceKnob(let knob, let device): return knob.store(device, buffer)
+        case .binary(let file): return .success(file.write(offset: 0, buffer))
         case .constant, .groupReservedRegions: return nil
         }
     }
@@ -124,6 +130,9 @@ public final class OpenAttribute: Sendable {
     public let node: Node
     private let attribute: Attribute
     private let state = Mutex(Text.none)
+    /// `file_ns_capable(filp, &init_user_ns, CAP_SYS_ADMIN)` of the opener,
+    /// for binary attributes that show the privileged less (`config`).
+    private let openerIsAdmin: Bool
 
     /// The text generated for this open file.
     private enum Text {
@@ -140,27 +149,39 @@ public final class OpenAttribute: Sendable {
             (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     }
 
-    private init(node: Node, attribute: Attribute) {
+    private init(node: Node, attribute: Attribute, openerIsAdmin: Bool) {
         self.node = node
         self.attribute = attribute
+        self.openerIsAdmin = openerIsAdmin
     }
 
     /// kernfs_fop_open: a write-open needs a write bit in the mode and a
     /// store op, a read-open a read bit and a show op, else EACCES, even for
     /// root (sysfs sets KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK).
-    public static func open(_ node: Node, forReading: Bool, forWriting: Bool) -> Result<OpenAttribute, Errno> {
+    /// A binary attribute keeps what `opener` may read (its credentials are
+    /// the file's, as `filp->f_cred` is); others never ask.
+    public static func open(_ node: Node, forReading: Bool, forWriting: Bool,
+                            opener: any Credentials = FullyPrivileged()) -> Result<OpenAttribute, Errno> {
         guard let attribute = node.attribute else { return .failure(.isDirectory) }
         if node.isRemoved { return .failure(.noDevice) }
         let mode = node.metadataSnapshot.permissions
         if forWriting && (mode & 0o222 == 0 || !attribute.isWritable) { return .failure(.permissionDenied) }
         if forReading && (mode & 0o444 == 0 || !attribute.isReadable) { return .failure(.permissionDenied) }
-        return .success(OpenAttribute(node: node, attribute: attribute))
+        var openerIsAdmin = true
+        if case .binary = attribute.behaviour { openerIsAdmin = opener.capable(.sysAdmin) }
+        return .success(OpenAttribute(node: node, attribute: attribute, openerIsAdmin: openerIsAdmin))
     }
 
     /// Hands `body` at most `size` bytes of the content from `offset`
     /// (empty at or past the end). `body` runs outside the file's lock.
     public func read<R>(offset: Int, size: Int, _ body: (UnsafeRawBufferPointer) -> R) -> Result<R, Errno> {
         guard attribute.isReadable else { return .failure(.permissionDenied) }
+        if case .binary(let file) = attribute.behaviour {
+            // kernfs_file_read_iter: at most a page per read, no seq_file.
+            if node.isRemoved { return .failure(.noDevice) }
+            let bytes = file.read(offset: offset, count: min(max(size, 0), Attribute.pageSize), privileged: openerIsAdmin)
+            return .success(bytes.withUnsafeBytes(body))
+        }
         do {
             let page = ScratchPage.ofThisThread
             let produced: Result<Int, Errno> = state.withLock { text in
@@ -214,12 +235,18 @@ public final class OpenAttribute: Sendable {
 
     /// kernfs_fop_write_iter + sysfs_kf_write: the length is clamped to a
     /// page, a zero-length write returns 0 without calling store, and the
-    /// file offset is not passed on.
-    public func write(_ bytes: UnsafeRawBufferPointer, caller: any Credentials) -> Result<Int, Errno> {
+    /// file offset is not passed on, but to a binary attribute
+    /// (sysfs_kf_bin_write: EFBIG at or past its size, clamped to it).
+    public func write(_ bytes: UnsafeRawBufferPointer, caller: any Credentials, offset: Int = 0) -> Result<Int, Errno> {
         guard attribute.isWritable else { return .failure(.permissionDenied) }
         let clamped = UnsafeRawBufferPointer(rebasing: bytes[0..<min(bytes.count, Attribute.pageSize)])
         return state.withLock { _ in
             if node.isRemoved { return .failure(.noDevice) }
+            if case .binary(let file) = attribute.behaviour {
+                guard offset >= 0, offset < file.size else { return .failure(.fileTooLarge) }
+                let count = min(clamped.count, file.size - offset)
+                return .success(count == 0 ? 0 : file.write(offset: offset, UnsafeRawBufferPointer(rebasing: clamped[0..<count])))
+            }
             if clamped.isEmpty { return .success(0) }
             return attribute.store(clamped, caller: caller) ?? .failure(.permissionDenied)
         }

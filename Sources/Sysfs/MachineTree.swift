@@ -13,6 +13,8 @@ public final class MachineTree: MachineObserver {
     private let knownGroupCount = Mutex<(generation: UInt64, count: Int)?>(nil)
     private let driverOverrideKnob: DeviceKnob
     private let removeKnob: DeviceKnob
+    /// `drivers_autoprobe` and `resource_alignment` of /sys/bus/pci.
+    let busSettings = PCIBusSettings()
 
     public init(machine: Machine) {
         self.machine = machine
@@ -163,6 +165,7 @@ public final class MachineTree: MachineObserver {
     private func addBusKnobs() {
         let bus = tree.makeDirectories(Paths.pciBus)
         addUeventKnob(in: bus)
+        addBusSettings(in: bus)
         tree.makeAttribute("drivers_probe", in: bus, permissions: 0o200, store: { [machine] buffer, _ in
             guard let device = machine.device(named: buffer) else { return .failure(.noDevice) }
             return machine.probe(device).map { .failure($0) } ?? .success(buffer.count)
@@ -242,6 +245,7 @@ public final class MachineTree: MachineObserver {
         constantAttribute("device", in: dir, "0x" + hexDigits(device.deviceID, 4) + "\n")
         constantAttribute("class", in: dir, "0x" + hexDigits(device.classCode, 6) + "\n")
         addDeviceKnobs(device, in: dir)
+        addPCIAttributes(device, in: dir)
         tree.makeSymlink("subsystem", in: dir, to: Paths.pciBus)
         // iommu_device_link(): before the device joins a group.
         if let unit = device.unit { tree.makeSymlink("iommu", in: dir, to: unit.sysfsPath) }
@@ -391,7 +395,7 @@ public final class MachineTree: MachineObserver {
     }
 
     /// A read-only (0444) attribute whose text never changes.
-    private func constantAttribute(_ name: String, in dir: Node, _ text: String) {
+    func constantAttribute(_ name: String, in dir: Node, _ text: String) {
         tree.makeAttribute(name, in: dir, permissions: 0o444, .constant(text))
     }
 }

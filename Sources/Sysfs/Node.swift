@@ -150,11 +150,12 @@ public final class Node: @unchecked Sendable {
         return name.utf8.lexicographicallyPrecedes(other.name.utf8)
     }
 
-    /// Regular sysfs attributes report PAGE_SIZE whatever their content;
-    /// kernfs directories and symlinks report 0.
+    /// Regular sysfs attributes report PAGE_SIZE whatever their content, a
+    /// binary one its own size; kernfs directories and symlinks report 0.
     public var size: Int {
-        if case .attribute = kind { return 4096 }
-        return 0
+        guard case .attribute(let attribute) = kind else { return 0 }
+        if case .binary(let file) = attribute.behaviour { return file.size }
+        return 4096
     }
 
     /// kernfs convention: 2 + subdirectories for a directory, 1 otherwise.

@@ -25,6 +25,9 @@ struct Fields<Key: RawRepresentable & CaseIterable & Equatable> where Key.RawVal
         self.keys = keys
     }
 
+    /// Whether the object has `key` (null or not).
+    func has(_ key: Key) -> Bool { keys.contains(key) }
+
     /// An optional key's decoded value; null counts as absent.
     func optional<T>(_ key: Key, _ decoder: ValueDecoder<T>) throws(Problem) -> T? {
         guard let value = self[key] else { return nil }

@@ -29,6 +29,12 @@ enum DeviceKey: String, CaseIterable {
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
     case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
     case sriov, attachDeferred = "attach_deferred", multifunction
+    case pcieType = "pcie_type", revision, subsystemVendor = "subsystem_vendor", subsystemDevice = "subsystem_device"
+    case irq, acs, pcieSlot = "pcie_slot", capabilities, extendedCapabilities = "extended_capabilities"
+}
+
+enum SlotKey: String, CaseIterable {
+    case number, hotplug
 }
 
 enum SRIOVKey: String, CaseIterable {
@@ -51,6 +57,19 @@ enum Names {
     static let regionKinds: [(name: String, value: ReservedRegion.Kind)] = [
         ("direct", .direct), ("direct-relaxable", .directRelaxable), ("reserved", .reserved),
         ("msi", .msi), ("sw-msi", .softwareMSI),
+    ]
+    static let portTypes: [(name: String, value: PCIFunctionSpec.PortType)] = [
+        ("endpoint", .endpoint), ("legacy-endpoint", .legacyEndpoint), ("root-port", .rootPort),
+        ("upstream", .upstream), ("downstream", .downstream), ("pcie-pci-bridge", .pcieToPCIBridge),
+        ("pci-pcie-bridge", .pciToPCIeBridge), ("rc-endpoint", .rootComplexEndpoint), ("rc-event-collector", .eventCollector),
+    ]
+    static let capabilities: [(name: String, value: PCIFunctionSpec.Capability)] = [
+        ("pm", .powerManagement), ("msi", .msi), ("vendor", .vendorSpecific), ("ssvid", .bridgeSubsystem),
+        ("pcie", .pciExpress), ("msix", .msix), ("sata", .sata),
+    ]
+    static let extendedCapabilities: [(name: String, value: PCIFunctionSpec.ExtendedCapability)] = [
+        ("aer", .advancedErrorReporting), ("dsn", .serialNumber), ("acs", .accessControl),
+        ("ari", .alternativeRoutingID), ("ats", .addressTranslation), ("sriov", .sriov),
     ]
     /// Errnos an IOMMU driver's domain allocation plausibly fails with.
     static let allocationErrnos: [(name: String, value: Errno)] = [
@@ -147,6 +166,8 @@ enum MachineDecoder {
 
     static func device(_ json: JSON) throws(Problem) -> MachineSpec.DeviceSpec {
         let fields = try Fields<DeviceKey>(json)
+        let sriov = try fields.optional(.sriov, ValueDecoder(sriov))
+        let ats = try fields.optional(.ats, .bool) ?? false
         return MachineSpec.DeviceSpec(
             address: try fields.required(.address, .address),
             vendorID: UInt16(try fields.required(.vendor, .unsigned(bits: 16))),
@@ -161,12 +182,80 @@ enum MachineDecoder {
             untrusted: try fields.optional(.untrusted, .bool) ?? false,
             reservedRegions: try fields.optional(.reservedRegions, .array(of: ValueDecoder(region))) ?? [],
             nativeDriver: try fields.optional(.nativeDriver, .name),
-            ats: try fields.optional(.ats, .bool) ?? false,
+            ats: ats,
             resetMethods: try fields.optional(.resetMethods, .array(of: .name)),
             resetDuration: .milliseconds(try fields.optional(.resetMilliseconds, .unsigned(bits: 32)) ?? 100),
-            sriov: try fields.optional(.sriov, ValueDecoder(sriov)),
+            sriov: sriov,
             attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false,
-            multifunction: try fields.optional(.multifunction, .bool) ?? true)
+            multifunction: try fields.optional(.multifunction, .bool) ?? true,
+            function: try function(fields, sriov: sriov != nil, ats: ats))
+    }
+
+    /// The config-space keys; nil when none is given and nothing (SR-IOV,
+    /// ATS) needs an extended capability. A function with extended
+    /// capabilities is PCIe (an endpoint unless `pcie_type` says otherwise).
+    /// The capability lists must name exactly the capabilities the other
+    /// keys describe (`pcie` with `pcie_type`, `acs` with `acs`, `sriov`
+    /// with `sriov`, `ats` with `ats`); without them, the lists hold those.
+    static func function(_ fields: Fields<DeviceKey>, sriov: Bool, ats: Bool) throws(Problem) -> PCIFunctionSpec? {
+        let keys: [DeviceKey] = [.pcieType, .revision, .subsystemVendor, .subsystemDevice, .irq, .acs, .pcieSlot,
+                                 .capabilities, .extendedCapabilities]
+        guard sriov || ats || keys.contains(where: fields.has) else { return nil }
+        let acs = try fields.optional(.acs, .unsigned(bits: 16)).map(UInt16.init)
+        var extended: [PCIFunctionSpec.ExtendedCapability] = []
+        if acs != nil { extended.append(.accessControl) }
+        if ats { extended.append(.addressTranslation) }
+        if sriov { extended.append(.sriov) }
+        if let listed = try fields.optional(.extendedCapabilities, .array(of: .choice(Names.extendedCapabilities, "extended capability"))) {
+            try requireSameKinds(listed, extended, factBacked: [.accessControl, .addressTranslation, .sriov],
+                                 key: .extendedCapabilities, Names.extendedCapabilities)
+            extended = listed
+        }
+        let portType = try fields.optional(.pcieType, .choice(Names.portTypes, "PCIe port type"))
+            ?? (extended.isEmpty ? nil : .endpoint)
+        if !extended.isEmpty, portType == nil {
+            throw Problem("extended capabilities need PCIe (\"pcie_type\")", at: .key(DeviceKey.extendedCapabilities.rawValue))
+        }
+        var standard: [PCIFunctionSpec.Capability] = portType == nil ? [] : [.pciExpress]
+        if let listed = try fields.optional(.capabilities, .array(of: .choice(Names.capabilities, "capability"))) {
+            try requireSameKinds(listed, standard, factBacked: [.pciExpress], key: .capabilities, Names.capabilities)
+            standard = listed
+        }
+        let slot = try fields.optional(.pcieSlot, ValueDecoder(pcieSlot))
+        if slot != nil, portType?.hasSlots != true {
+            throw Problem("only a root port or a downstream port implements a slot", at: .key(DeviceKey.pcieSlot.rawValue))
+        }
+        return PCIFunctionSpec(
+            portType: portType,
+            revision: UInt8(try fields.optional(.revision, .unsigned(bits: 8)) ?? 0),
+            subsystemVendor: UInt16(try fields.optional(.subsystemVendor, .unsigned(bits: 16)) ?? 0),
+            subsystemDevice: UInt16(try fields.optional(.subsystemDevice, .unsigned(bits: 16)) ?? 0),
+            irq: UInt32(try fields.optional(.irq, .unsigned(bits: 32)) ?? 0),
+            accessControl: acs, slot: slot, capabilities: standard, extendedCapabilities: extended)
+    }
+
+    /// The capabilities of `listed` that other keys stand for (`factBacked`)
+    /// must be exactly `described`: a capability without its facts, or
+    /// facts without their capability, would make a config space that lies.
+    private static func requireSameKinds<C: Hashable>(_ listed: [C], _ described: [C], factBacked: Set<C>, key: DeviceKey,
+                                                      _ names: [(name: String, value: C)]) throws(Problem) {
+        let listedBacked = Set(listed).intersection(factBacked)
+        let wanted = Set(described)
+        guard listedBacked != wanted else { return }
+        func spelled(_ set: Set<C>) -> String {
+            names.filter { set.contains($0.value) }.map(\.name).joined(separator: ", ")
+        }
+        let reason = wanted.isSubset(of: listedBacked)
+            ? "lists " + spelled(listedBacked.subtracting(wanted)) + " without the key that describes it"
+            : "does not list " + spelled(wanted.subtracting(listedBacked)) + ", which the device's keys describe"
+        throw Problem(reason, at: .key(key.rawValue))
+    }
+
+    /// `pcie_slot`: the Slot Capabilities of a root or downstream port.
+    static func pcieSlot(_ json: JSON) throws(Problem) -> PCIFunctionSpec.Slot {
+        let fields = try Fields<SlotKey>(json)
+        return PCIFunctionSpec.Slot(number: UInt16(try fields.required(.number, .unsigned(bits: 13))),
+                                    hotPlug: try fields.optional(.hotplug, .bool) ?? false)
     }
 
     /// A PF's SR-IOV capability.

@@ -203,9 +203,6 @@ struct KernelLogComparison {
         for marker in [": BAR ", ": ROM [", "bridge window [", ": PCI bridge to [bus "] where text.contains(marker) {
             return .skipped("PCI resource assignment (BARs, ROMs, bridge windows) is not modelled")
         }
-        if text.contains("] type 0"), text.contains(" class 0x") {
-            return .skipped("PCI enumeration line (pci_setup_device): the header and PCIe port type it prints are not in the topology")
-        }
         if text.contains(": enabling device (") {
             return .skipped("pci_enable_resources: the PCI command register is not modelled")
         }

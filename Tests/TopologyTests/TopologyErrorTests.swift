@@ -21,7 +21,17 @@ let badDocuments: [BadDocument] = [
                 json: D.machine(devices: [D.device("00:02.0", more: #""drvier": "e1000""#)]),
                 message: #"t.json: devices[0]: unknown key "drvier" (expected one of: address, vendor, device, class, "#
                     + "parent, iommu, group, driver, def_domain_type, untrusted, reserved_regions, "
-                    + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred, multifunction)"),
+                    + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred, multifunction, pcie_type, "
+                    + "revision, subsystem_vendor, subsystem_device, irq, acs, pcie_slot, capabilities, extended_capabilities)"),
+    BadDocument(name: "sriov capability without the sriov key",
+                json: D.machine(devices: [D.device("00:02.0", more: #""pcie_type": "endpoint", "extended_capabilities": ["sriov"]"#)]),
+                message: "t.json: devices[0].extended_capabilities: lists sriov without the key that describes it"),
+    BadDocument(name: "pcie_type without the pcie capability",
+                json: D.machine(devices: [D.device("00:02.0", more: #""pcie_type": "endpoint", "capabilities": ["pm"]"#)]),
+                message: "t.json: devices[0].capabilities: does not list pcie, which the device's keys describe"),
+    BadDocument(name: "a slot on an endpoint",
+                json: D.machine(devices: [D.device("00:02.0", more: #""pcie_type": "endpoint", "pcie_slot": { "number": 1 }"#)]),
+                message: "t.json: devices[0].pcie_slot: only a root port or a downstream port implements a slot"),
     BadDocument(name: "repeated key",
                 json: D.machine(devices: [D.device("00:02.0", more: #""group": 2"#)]),
                 message: #"t.json: devices[0]: key "group" appears twice"#),
