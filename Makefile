@@ -1,11 +1,12 @@
 # iommufs — the two commands a user needs: `make run` and `make test`.
-# Both install what they need first (libfuse3-dev, fuse3, pkg-config) when missing.
+# Both install what they need first (libfuse3-dev, fuse3, pkg-config, pciutils) when missing.
 
 SWIFT      ?= swift
 MNT        ?= mnt
 TOPOLOGY   ?=
 BUILD_FLAGS ?=
-APT_PACKAGES = libfuse3-dev fuse3 pkg-config
+# pciutils: the tests run lspci against the mount.
+APT_PACKAGES = libfuse3-dev fuse3 pkg-config pciutils
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -24,7 +25,8 @@ help:
 
 # The C side comes from Debian's packages; install it once, only when missing.
 deps:
-	@if ! pkg-config --exists fuse3 2>/dev/null || ! command -v fusermount3 >/dev/null 2>&1; then \
+	@if ! pkg-config --exists fuse3 2>/dev/null || ! command -v fusermount3 >/dev/null 2>&1 \
+		|| ! command -v lspci >/dev/null 2>&1; then \
 		echo "installing $(APT_PACKAGES)"; \
 		$(SUDO) apt-get install -y $(APT_PACKAGES) >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y $(APT_PACKAGES); }; \

@@ -93,9 +93,10 @@ import Testing
         }
     }
 
-    @Test("lspci -vv decodes the mount (pciutils' linux-sysfs access with sysfs.path)",
-          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/lspci")))
+    /// pciutils is one of the packages `make test` installs (Makefile `deps`).
+    @Test("lspci -vv decodes the mount (pciutils' linux-sysfs access with sysfs.path)")
     func lspci() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/lspci"), "lspci missing: run `make deps` (installs pciutils)")
         try MountedMachine.with(arguments: Self.alt) { m in
             let out = IntegrationTests.run("/usr/bin/lspci", ["-A", "linux-sysfs", "-O", "sysfs.path=" + m.path("bus/pci"),
                                                               "-s", "00:04.0", "-vv"])
