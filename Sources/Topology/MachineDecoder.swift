@@ -3,7 +3,7 @@ import SystemPackage
 
 // The keys of each object of the format; raw values are the document's spellings.
 enum RootKey: String, CaseIterable {
-    case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile
+    case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile, slots
 }
 
 enum KernelKey: String, CaseIterable {
@@ -86,6 +86,8 @@ enum MachineDecoder {
         ).spec()
         // The kernel the machine was captured on or written for; --profile overrides it.
         spec.profile = try fields.optional(.profile, .choice(Names.profiles, "kernel profile"))
+        let devices = spec.devices
+        spec.slots = try fields.optional(.slots, ValueDecoder { json throws(Problem) in try SlotDecoder.slots(json, devices: devices) }) ?? []
         guard let state = try fields.optional(.state, ValueDecoder(StateDecoder.state)) else { return (spec, nil) }
         return (spec, (state, try StateChecks(spec: spec, state: state).groupIDs()))
     }
