@@ -95,7 +95,8 @@ public final class Machine: Sendable {
             if defaultType == .dmaFQ { defaultType = .dma }
         }
 
-        self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType)
+        self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType,
+                                        units: spec.units.map(\.name))
         self.units = spec.units
         self.unitsByName = unitsByName
         self.drivers = drivers
@@ -377,6 +378,8 @@ extension IOMMUGroup {
         state.withLock { s in
             s.devices.removeAll { $0.device === device }
             guard s.devices.isEmpty else { return false }
+            // The group goes: its domain gives its id on the unit back.
+            if let unit = device.unit { subsystem.domainIDs.move(on: unit.name, from: s.domain, to: nil) }
             guard subsystem.profile.freesDefaultDomainWithLastDevice else { return true }
             s.defaultDomain = nil
             s.blockingDomain = nil

@@ -296,6 +296,22 @@ final class OpenFile {
         }
     }
 
+    @Test("dmar0's domains_used follows groups: a removed group and an identity group hold no domain id")
+    func domainsUsed() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            let used = m.path("devices/virtual/iommu/dmar0/intel-iommu/domains_used")
+            #expect(Syscall.text(used) == "18\n")
+            #expect(Syscall.write(m.path("bus/pci/devices/0000:07:00.0/remove"), "1") == .ok(1))
+            #expect(Syscall.text(used) == "17\n")
+            #expect(Syscall.write(m.path("kernel/iommu_groups/15/type"), "identity") == .ok(8))
+            #expect(Syscall.text(used) == "16\n")
+            #expect(Syscall.write(m.path("bus/pci/rescan"), "1") == .ok(1))
+            #expect(Syscall.text(used) == "17\n")
+            #expect(Syscall.write(m.path("kernel/iommu_groups/15/type"), "DMA") == .ok(3))
+            #expect(Syscall.text(used) == "18\n")
+        }
+    }
+
     @Test("a bus reset of the device in the hot-plug root port's slot is ENOTTY; its other method still resets")
     func slotBusReset() throws {
         try MountedMachine.with(arguments: Self.arguments) { m in
