@@ -108,7 +108,7 @@ extension IOMMUGroup {
             }
             return error
         }
-        s.domain = new
+        setCurrentDomain(&s, new)
         subsystem.events.emit(.domainAttached(group: id, type: new.type))
         return result
     }

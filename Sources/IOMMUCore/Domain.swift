@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An `iommu_domain`: the translation a device is attached to.
 ///
 /// A reference type because the kernel's logic is about domain identity
@@ -16,8 +18,31 @@ public final class Domain: @unchecked Sendable {
     /// skip the DMA-FQ → DMA downgrade check.
     var isDMAInitialised = false
 
+    /// Groups attached to the domain, per unit name (a VFIO container's
+    /// domain serves groups of several units): a leaf lock, taken under
+    /// whichever group mutex changes an attachment.
+    private let groupsByUnit = Mutex<[String: Int]>([:])
+
     init(serial: UInt64, type: DomainType) {
         self.serial = serial
         self.type = type
+    }
+
+    /// Counts a group behind `unit` attaching; true if it is the first there.
+    func attachGroup(on unit: String) -> Bool {
+        groupsByUnit.withLock { counts in
+            counts[unit, default: 0] += 1
+            return counts[unit] == 1
+        }
+    }
+
+    /// Counts a group behind `unit` leaving; true if it was the last there.
+    func detachGroup(on unit: String) -> Bool {
+        groupsByUnit.withLock { counts in
+            counts[unit, default: 0] -= 1
+            guard counts[unit]! <= 0 else { return false }
+            counts[unit] = nil
+            return true
+        }
     }
 }

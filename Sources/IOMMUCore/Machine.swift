@@ -21,6 +21,10 @@ public final class Machine: Sendable {
     /// Every device the machine describes, in probe order, with its sysfs
     /// path: what a rescan can find again after a removal.
     let catalog: [DeviceRecord]
+    /// Every bus the catalog implies, by number, and by the bridge it is
+    /// behind; whether one exists now depends on that bridge.
+    let buses: [PCIBusNumber: PCIBus]
+    let bridgeBuses: [PCIAddress: PCIBus]
     private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
     let rescanRemove = Mutex(())
@@ -73,6 +77,14 @@ public final class Machine: Sendable {
             }
         }
 
+        let catalog = try Self.probeOrder(spec.devices)
+        let buses = try PCIBus.buses(of: catalog, slots: spec.slots)
+        // The PCI scan (acpi_init) precedes the IOMMU core: each bus
+        // registers its slots, in scan order.
+        var scanned: Set<PCIBusNumber> = []
+        for record in catalog where scanned.insert(PCIBusNumber(of: record.spec.address)).inserted {
+            buses[PCIBusNumber(of: record.spec.address)]!.registerSlots(log: log)
+        }
         var (defaultType, _, bootLines) = spec.boot.subsystemDefault(profile: profile)
         bootLines.forEach(log.append)
         var strictnessLogged: Set<IOMMUDriverAbilities.Family> = []
@@ -83,7 +95,8 @@ public final class Machine: Sendable {
             if defaultType == .dmaFQ { defaultType = .dma }
         }
 
-        self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType)
+        self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType,
+                                        units: spec.units.map(\.name))
         self.units = spec.units
         self.unitsByName = unitsByName
         self.drivers = drivers
@@ -92,7 +105,10 @@ public final class Machine: Sendable {
         registry.devices.reserveCapacity(spec.devices.count)
         registry.byAddress.reserveCapacity(spec.devices.count)
         self.registry = Mutex(registry)
-        self.catalog = try Self.probeOrder(spec.devices)
+        self.catalog = catalog
+        self.buses = buses
+        self.bridgeBuses = Dictionary(buses.values.compactMap { bus in bus.bridge.map { ($0, bus) } }, uniquingKeysWith: { a, _ in a })
+
 
         // bus_iommu_probe: every device joins its group, then each new group
         // gets its default domain; drivers probe after that.
@@ -182,10 +198,28 @@ public final class Machine: Sendable {
             // A store still running on a removed device's `remove` file does
             // nothing (kernfs drains it; device_remove_file_self loses).
             guard device.isPresent else { return }
-            let prefix = device.sysfsPath + "/"
-            let subtree = devices.filter { $0 === device || $0.sysfsPath.hasPrefix(prefix) }
-            for member in subtree.reversed() { removeOne(member) }
+            removeSubtree(device)
         }
+    }
+
+    /// `pci_remove_bus_device` with `rescanRemove` held: the devices on a
+    /// bridge's secondary bus go first, in bus order and each with what is
+    /// behind it, then the bus itself (`pci_remove_bus`: its slots are
+    /// unregistered), then the bridge. VFs go with their PF.
+    func removeSubtree(_ device: Device) {
+        let prefix = device.sysfsPath + "/"
+        var children: [PCIAddress: [Device]] = [:]
+        for member in devices where member.physicalFunction == nil && member.sysfsPath.hasPrefix(prefix) {
+            if let parent = member.record.spec.parent { children[parent, default: []].append(member) }
+        }
+        func destroy(_ member: Device) {
+            if let bus = secondaryBus(of: member.address) {
+                for child in children[member.address] ?? [] { destroy(child) }
+                removeBus(bus)
+            }
+            removeOne(member)
+        }
+        destroy(device)
     }
 
     func removeOne(_ device: Device) {
@@ -233,14 +267,25 @@ public final class Machine: Sendable {
     }
 
     /// `pci_rescan_bus` of the bus whose devices' paths start with `prefix`.
-    private func rescan(under prefix: String) {
-        rescanRemove.withLock { _ in
-            for record in catalog where record.sysfsPath.hasPrefix(prefix) && device(at: record.spec.address) == nil {
-                if let parent = record.spec.parent, device(at: parent) == nil { continue }
-                guard let (device, group, isNew) = try? join(record, hotAdded: true) else { continue }
-                finishHotAdd(device, group, isNew)
-                _ = probe(device)
-            }
+    func rescan(under prefix: String) {
+        rescanRemove.withLock { _ in addMissing { $0.sysfsPath.hasPrefix(prefix) } }
+    }
+
+    /// The scan of `pci_rescan_bus` with `rescanRemove` held: in probe
+    /// order, each described device that `matches`, is missing, whose
+    /// bridge is present and whose slot was not ejected comes back and its
+    /// driver probes. The secondary bus of a bridge the scan added is
+    /// created (its slots registered) before its first device.
+    func addMissing(_ matches: (DeviceRecord) -> Bool) {
+        var newBridges: Set<PCIAddress> = []
+        for record in catalog where matches(record) {
+            if let parent = record.spec.parent, newBridges.remove(parent) != nil { addBus(secondaryBus(of: parent)!) }
+            guard device(at: record.spec.address) == nil, !isEjected(record) else { continue }
+            if let parent = record.spec.parent, device(at: parent) == nil { continue }
+            guard let (device, group, isNew) = try? join(record, hotAdded: true) else { continue }
+            if secondaryBus(of: device.address) != nil { newBridges.insert(device.address) }
+            finishHotAdd(device, group, isNew)
+            _ = probe(device)
         }
     }
 
@@ -336,6 +381,8 @@ extension IOMMUGroup {
         state.withLock { s in
             s.devices.removeAll { $0.device === device }
             guard s.devices.isEmpty else { return false }
+            // The group goes: its domain gives its id on the unit back.
+            if let unit = device.unit { subsystem.domainIDs.move(on: unit.name, from: s.domain, to: nil) }
             guard subsystem.profile.freesDefaultDomainWithLastDevice else { return true }
             s.defaultDomain = nil
             s.blockingDomain = nil

@@ -10,4 +10,8 @@ public protocol MachineObserver: AnyObject, Sendable {
     func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?)
     func driverBound(_ device: Device, _ driver: PCIDriver)
     func driverUnbound(_ device: Device, _ driver: PCIDriver)
+    /// A bridge's secondary bus created by a scan, its slots registered.
+    func busAdded(_ bus: PCIBus)
+    /// A bus removed with its bridge, its slots unregistered.
+    func busRemoved(_ bus: PCIBus)
 }

@@ -112,13 +112,16 @@ public struct MachineSpec: Sendable {
     /// The kernel the machine runs unless its boot names another; nil:
     /// `KernelProfile.current`.
     public var profile: KernelProfile?
+    /// The hot-plug slots acpiphp registers.
+    public var slots: [SlotSpec]
 
     public init(boot: BootOptions, units: [IOMMUUnit], drivers: [PCIDriver], devices: [DeviceSpec],
-                groupIDs: [PCIAddress: Int] = [:], profile: KernelProfile? = nil) {
+                groupIDs: [PCIAddress: Int] = [:], profile: KernelProfile? = nil, slots: [SlotSpec] = []) {
         self.boot = boot
         self.units = units
         self.drivers = drivers
         self.devices = devices
+        self.slots = slots
         self.groupIDs = groupIDs
         self.profile = profile
     }

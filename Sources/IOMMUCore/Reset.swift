@@ -11,7 +11,10 @@ extension Machine {
     public func reset(_ device: Device) -> Errno? {
         device.lock.withLock { state in
             guard state.isPresent else { return .noDevice }
-            guard !(state.resetMethods ?? device.resetMethods).isEmpty else { return .inappropriateIOCTLForDevice }
+            // __pci_reset_function_locked: the first method that does not
+            // answer ENOTTY decides; ENOTTY if none is left.
+            let methods = state.resetMethods ?? device.resetMethods
+            guard methods.contains(where: { $0 != "bus" || slotBusReset(device) == nil }) else { return .inappropriateIOCTLForDevice }
             let fenced = profile.fencesResets && device.ats ? device.group : nil
             if let group = fenced, let error = group.prepareReset(device) {
                 log.append(device.logPrefix + "failed to stop IOMMU for a PCI reset: -\(error.rawValue)")

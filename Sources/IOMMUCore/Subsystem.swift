@@ -12,8 +12,11 @@ public final class IOMMUSubsystem: Sendable {
     /// `iommu_def_domain_type` after IOMMU drivers initialised.
     public let defaultDomainType: DomainType
     private let nextDomainSerial = Atomic<UInt64>(1)
+    /// Domain ids in use per unit (`domains_used`).
+    let domainIDs: DomainIDUsage
 
-    init(profile: KernelProfile, log: KernelLog, faults: FaultInjector, defaultDomainType: DomainType) {
+    init(profile: KernelProfile, log: KernelLog, faults: FaultInjector, defaultDomainType: DomainType, units: [String]) {
+        self.domainIDs = DomainIDUsage(units: units)
         self.profile = profile
         self.log = log
         self.faults = faults

@@ -40,6 +40,7 @@ public final class MachineTree: MachineObserver {
             { [unowned self] in for device in machine.devices { linkBusEntry(device) } })
         tree.makeDirectories(Paths.iommuClass)
         addBusKnobs()
+        addBusClassAndSlots()
         for driver in machine.drivers.values.sorted(by: { $0.name < $1.name }) { addDriver(driver) }
         for unit in machine.units { addUnit(unit) }
         addDeviceDirectories()
@@ -68,6 +69,7 @@ public final class MachineTree: MachineObserver {
                     for device in list where machine.device(at: device.address) === device {
                         addDeviceDirectory(device)
                     }
+                    addRootBusDirectories(in: dir)
                 }
             }
         }
@@ -112,6 +114,8 @@ public final class MachineTree: MachineObserver {
         static let iommuGroups = "kernel/iommu_groups"
         static let pciBus = "bus/pci"
         static let pciDevices = "bus/pci/devices"
+        static let slots = "bus/pci/slots"
+        static let pciBusClass = "class/pci_bus"
         static let iommuClass = "class/iommu"
         static let devices = "devices"
 
@@ -174,7 +178,7 @@ public final class MachineTree: MachineObserver {
     }
 
     /// A `rescan` file's store: a number, and anything but 0 runs `rescan`.
-    private static func rescanStore(_ rescan: @escaping @Sendable () -> Void) -> Attribute.Store {
+    static func rescanStore(_ rescan: @escaping @Sendable () -> Void) -> Attribute.Store {
         { buffer, _ in
             guard let value = KernelStrings.unsignedLong(buffer) else { return .failure(.invalidArgument) }
             if value != 0 { rescan() }
@@ -252,6 +256,7 @@ public final class MachineTree: MachineObserver {
         if let group = device.group { tree.makeSymlink("iommu_group", in: dir, to: Paths.group(group.id)) }
         if let driver = device.driver { tree.makeSymlink("driver", in: dir, to: Paths.driver(driver.name)) }
         if let pf = physicalFunction(of: device) { tree.makeSymlink("physfn", in: dir, to: pf.sysfsPath) }
+        addSecondaryBusDirectory(of: device, in: dir)
         if device.sriov != nil {
             for vf in machine.devices where vf.physicalFunction == device.address {
                 if let index = virtualFunctionIndex(vf, of: device) { tree.makeSymlink("virtfn\(index)", in: dir, to: vf.sysfsPath) }

@@ -144,12 +144,14 @@ public final class SysfsTree: Sendable {
     }
 
     /// One `../` per directory level from `linkDirectory` up to the deepest
-    /// common ancestor with `target`, then the rest of `target`.
+    /// common ancestor with `target`'s parent, then the rest of `target`
+    /// (`kernfs_get_target_path`: a link to an ancestor, like a bus's
+    /// `device`, climbs above it and names it).
     static func relativeTarget(from linkDirectory: String, to target: String) -> String {
         let from = linkDirectory.split(separator: "/")
         let to = target.split(separator: "/")
         var common = 0
-        while common < from.count, common < to.count, from[common] == to[common] { common += 1 }
+        while common < from.count, common < to.count - 1, from[common] == to[common] { common += 1 }
         let ups = Array(repeating: "..", count: from.count - common)
         return (ups + to[common...].map(String.init)).joined(separator: "/")
     }

@@ -27,24 +27,9 @@ extension MachineTree {
             tree.makeAttribute(name, in: group, permissions: 0o444, .constant(text + "\n"))
         }
         tree.makeAttribute("domains_used", in: group, permissions: 0o444,
-                           show: { [unowned self] in .success(Array("\(domainsUsed(on: unit))\n".utf8)) })
-    }
-
-    /// `domains_used_show`: the domain ids in use on the unit. Ids 0 and
-    /// FLPT_DEFAULT_DID are taken at init (`iommu_init_domains`); every
-    /// paging domain (DMA, DMA-FQ, unmanaged) attached to a device behind
-    /// the unit holds one more (`domain_attach_iommu`); identity and
-    /// blocking domains hold none. Counted when read: the file is rarely
-    /// read, and the count needs each group's attached domain.
-    private func domainsUsed(on unit: IOMMUUnit) -> Int {
-        var used = 2
-        for group in machine.groups {
-            let snapshot = group.snapshot
-            guard let type = snapshot.attachedDomainType, [.dma, .dmaFQ, .unmanaged].contains(type),
-                  let first = snapshot.devices.first, machine.device(at: first)?.unit == unit else { continue }
-            used += 1
-        }
-        return used
+                           show: { [subsystem = machine.subsystem] in
+                               .success(Array("\(subsystem.domainsUsed(on: unit.name))\n".utf8))
+                           })
     }
 }
 

@@ -167,6 +167,11 @@ extension Topology {
           "parent": "0000:00:05.0", "iommu": "dmar0", "group": 14, "driver": "virtio-pci", "reset_methods": ["flr", "pm", "bus"] },
         { "address": "0000:09:00.0", "vendor": "0x1b36", "device": "0x0005", "class": "0x00ff00",
           "parent": "0000:00:06.0", "iommu": "dmar0", "group": 15, "reset_methods": ["bus"] }
+      ],
+      "slots": [
+        { "name": "0", "address": "0000:03:00", "driver": "acpiphp" },
+        { "name": "0-2", "address": "0000:04:00", "driver": "acpiphp" },
+        { "name": "0-3", "address": "0000:07:00", "driver": "acpiphp", "link_active_reporting": true }
       ]
     }
     """#

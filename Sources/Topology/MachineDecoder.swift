@@ -3,7 +3,7 @@ import SystemPackage
 
 // The keys of each object of the format; raw values are the document's spellings.
 enum RootKey: String, CaseIterable {
-    case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile
+    case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile, slots
 }
 
 enum KernelKey: String, CaseIterable {
@@ -33,7 +33,8 @@ enum DeviceKey: String, CaseIterable {
     case irq, acs, pcieSlot = "pcie_slot", capabilities, extendedCapabilities = "extended_capabilities"
 }
 
-enum SlotKey: String, CaseIterable {
+/// `pcie_slot`: a port's Slot Capabilities (not a hot-plug driver's slot, `slots[]`).
+enum PCIeSlotKey: String, CaseIterable {
     case number, hotplug
 }
 
@@ -105,6 +106,8 @@ enum MachineDecoder {
         ).spec()
         // The kernel the machine was captured on or written for; --profile overrides it.
         spec.profile = try fields.optional(.profile, .choice(Names.profiles, "kernel profile"))
+        let devices = spec.devices
+        spec.slots = try fields.optional(.slots, ValueDecoder { json throws(Problem) in try SlotDecoder.slots(json, devices: devices) }) ?? []
         guard let state = try fields.optional(.state, ValueDecoder(StateDecoder.state)) else { return (spec, nil) }
         return (spec, (state, try StateChecks(spec: spec, state: state).groupIDs()))
     }
@@ -253,7 +256,7 @@ enum MachineDecoder {
 
     /// `pcie_slot`: the Slot Capabilities of a root or downstream port.
     static func pcieSlot(_ json: JSON) throws(Problem) -> PCIFunctionSpec.Slot {
-        let fields = try Fields<SlotKey>(json)
+        let fields = try Fields<PCIeSlotKey>(json)
         return PCIFunctionSpec.Slot(number: UInt16(try fields.required(.number, .unsigned(bits: 13))),
                                     hotPlug: try fields.optional(.hotplug, .bool) ?? false)
     }

@@ -196,3 +196,135 @@ final class OpenFile {
         return n < 0 ? .failed(errno) : .ok(n)
     }
 }
+
+/// `/sys/class/pci_bus`, per-bus rescan and acpiphp slots on the oracle's
+/// alt machine (switch behind RA1, slots `0`, `0-2`, `0-3` on buses 03,
+/// 04 and 07).
+@Suite("Hot-plug buses and slots") struct BusAndSlotTests {
+    static let arguments = ["--machine", "qemu-q35-alt", "--profile", "linux-6.12"]
+    static let allBuses = (0...9).map { "0000:0\($0)" }
+
+    private func buses(_ m: MountedMachine) -> [String] { Syscall.list(m.path("class/pci_bus")).sorted() }
+    private func slots(_ m: MountedMachine) -> [String] { Syscall.list(m.path("bus/pci/slots")).sorted() }
+    private func present(_ m: MountedMachine, _ device: String) -> Bool {
+        Syscall.lstat(m.path("bus/pci/devices/\(device)")) != nil
+    }
+
+    @Test("every bus has a class device under its bridge, with the kernel's files, modes and links")
+    func busDirectories() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            #expect(buses(m) == Self.allBuses)
+            #expect(Syscall.readlink(m.path("class/pci_bus/0000:00")) == "../../devices/pci0000:00/pci_bus/0000:00")
+            #expect(Syscall.readlink(m.path("class/pci_bus/0000:03"))
+                    == "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/0000:02:00.0/pci_bus/0000:03")
+            let bus = m.path("class/pci_bus/0000:07/")
+            #expect(Syscall.list(bus).sorted() == ["cpuaffinity", "cpulistaffinity", "device", "power", "rescan", "subsystem", "uevent"])
+            #expect(Syscall.lstat(bus + "rescan").map { $0.st_mode & 0o7777 } == 0o200)
+            #expect(Syscall.lstat(bus + "cpuaffinity").map { $0.st_mode & 0o7777 } == 0o444)
+            #expect(Syscall.lstat(bus + "uevent").map { $0.st_mode & 0o7777 } == 0o644)
+            #expect(Syscall.readlink(bus + "device") == "../../../0000:00:04.0")
+            #expect(Syscall.readlink(m.path("devices/pci0000:00/pci_bus/0000:00/device")) == "../../../pci0000:00")
+            #expect(Syscall.readlink(bus + "subsystem") == "../../../../../class/pci_bus")
+            #expect(Syscall.openOutcome(bus + "rescan", O_RDONLY) == .failed(EACCES))
+            #expect(Syscall.write(bus + "rescan", "x") == .failed(EINVAL))
+            #expect(Syscall.text(bus + "uevent") == "")
+        }
+    }
+
+    @Test("a bus's rescan re-adds only what is on that bus and below; a removed bridge's buses come back with it")
+    func perBusRescan() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            #expect(Syscall.write(m.path("bus/pci/devices/0000:08:00.0/remove"), "1") == .ok(1))
+            #expect(Syscall.write(m.path("bus/pci/devices/0000:09:00.0/remove"), "1") == .ok(1))
+            #expect(Syscall.write(m.path("class/pci_bus/0000:09/rescan"), "1") == .ok(1))
+            #expect(present(m, "0000:09:00.0"))
+            #expect(!present(m, "0000:08:00.0"))
+            // The lowest free id, as in the oracle's case d.
+            #expect(Syscall.readlink(m.path("bus/pci/devices/0000:09:00.0/iommu_group"))?.hasSuffix("/14") == true)
+
+            #expect(Syscall.write(m.path("bus/pci/devices/0000:01:00.0/remove"), "1") == .ok(1))
+            #expect(buses(m) == ["0000:00", "0000:01", "0000:05", "0000:06", "0000:07", "0000:08", "0000:09"])
+            #expect(slots(m) == ["0-3"])
+            #expect(Syscall.write(m.path("class/pci_bus/0000:01/rescan"), "1") == .ok(1))
+            #expect(buses(m) == Self.allBuses)
+            #expect(slots(m) == ["0", "0-2", "0-3"])
+            #expect(present(m, "0000:04:00.0"))
+            #expect(!present(m, "0000:08:00.0"))
+            let log = run(MountedMachine.binary, ["ctl", "--mount", m.root, "dmesg"]).stdout
+            #expect(log.contains("acpiphp: Slot [0] unregistered\n"))
+            #expect(log.contains("acpiphp: Slot [0-2] registered\n"))
+        }
+    }
+
+    @Test("slot files: modes, address, power/adapter/latch, attention without an LED driver")
+    func slotFiles() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            #expect(slots(m) == ["0", "0-2", "0-3"])
+            let slot = m.path("bus/pci/slots/0-3/")
+            #expect(Syscall.list(slot).sorted() == ["adapter", "address", "attention", "cur_bus_speed", "latch", "max_bus_speed", "power"])
+            for (file, mode) in [("power", 0o644), ("attention", 0o644), ("address", 0o444), ("latch", 0o444), ("adapter", 0o444)] {
+                #expect(Syscall.lstat(slot + file).map { Int($0.st_mode & 0o7777) } == mode, "\(file)")
+            }
+            #expect(Syscall.text(slot + "address") == "0000:07:00\n")
+            #expect(Syscall.text(slot + "power") == "1\n")
+            #expect(Syscall.text(slot + "adapter") == "1\n")
+            #expect(Syscall.text(slot + "latch") == "0\n")
+            #expect(Syscall.read(slot + "attention") == .failure(Errno(EINVAL)))
+            #expect(Syscall.write(slot + "attention", "1") == .failed(ENODEV))
+        }
+    }
+
+    @Test("power: 2 is EINVAL; x (read as 0) ejects the card with its group; 1 finds nothing; rescans do not bring it back")
+    func slotPower() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            let power = m.path("bus/pci/slots/0-3/power")
+            #expect(Syscall.write(power, "2") == .failed(EINVAL))
+            #expect(Syscall.write(power, "257") == .ok(3))  // & 0xff: 1, already enabled
+            #expect(present(m, "0000:07:00.0"))
+            #expect(Syscall.write(power, "x") == .ok(1))
+            #expect(!present(m, "0000:07:00.0"))
+            #expect(Syscall.lstat(m.path("kernel/iommu_groups/13")) == nil)
+            #expect(Syscall.text(power) == "0\n")
+            #expect(Syscall.text(m.path("bus/pci/slots/0-3/adapter")) == "0\n")
+            #expect(Syscall.text(m.path("bus/pci/slots/0-3/latch")) == "1\n")
+            #expect(Syscall.write(power, "0") == .ok(1))
+            #expect(Syscall.write(power, "1") == .ok(1))
+            #expect(Syscall.text(power) == "0\n")
+            #expect(Syscall.write(m.path("bus/pci/rescan"), "1") == .ok(1))
+            #expect(!present(m, "0000:07:00.0"))
+            #expect(slots(m) == ["0", "0-2", "0-3"])
+        }
+    }
+
+    @Test("dmar0's domains_used follows groups: a removed group and an identity group hold no domain id")
+    func domainsUsed() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            let used = m.path("devices/virtual/iommu/dmar0/intel-iommu/domains_used")
+            #expect(Syscall.text(used) == "18\n")
+            #expect(Syscall.write(m.path("bus/pci/devices/0000:07:00.0/remove"), "1") == .ok(1))
+            #expect(Syscall.text(used) == "17\n")
+            #expect(Syscall.write(m.path("kernel/iommu_groups/15/type"), "identity") == .ok(8))
+            #expect(Syscall.text(used) == "16\n")
+            #expect(Syscall.write(m.path("bus/pci/rescan"), "1") == .ok(1))
+            #expect(Syscall.text(used) == "17\n")
+            #expect(Syscall.write(m.path("kernel/iommu_groups/15/type"), "DMA") == .ok(3))
+            #expect(Syscall.text(used) == "18\n")
+        }
+    }
+
+    @Test("a bus reset of the device in the hot-plug root port's slot is ENOTTY; its other method still resets")
+    func slotBusReset() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            let dev = m.path("bus/pci/devices/0000:07:00.0/")
+            #expect(Syscall.write(dev + "reset", "1") == .ok(1))
+            #expect(Syscall.write(dev + "reset_method", "bus") == .ok(3))
+            #expect(Syscall.write(dev + "reset", "1") == .failed(ENOTTY))
+            let log = run(MountedMachine.binary, ["ctl", "--mount", m.root, "dmesg"]).stdout
+            #expect(log.contains("pcieport 0000:00:04.0: Data Link Layer Link Active not set in 100 msec\n"))
+            // Behind the switch's downstream ports (no link reporting) a bus reset works.
+            let nvme = m.path("bus/pci/devices/0000:03:00.0/")
+            #expect(Syscall.write(nvme + "reset_method", "bus") == .ok(3))
+            #expect(Syscall.write(nvme + "reset", "1") == .ok(1))
+        }
+    }
+}

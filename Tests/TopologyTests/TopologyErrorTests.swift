@@ -10,6 +10,19 @@ struct BadDocument: Sendable, CustomTestStringConvertible {
 }
 
 let badDocuments: [BadDocument] = [
+    // Hot-plug slots.
+    BadDocument(name: "slot on a bus no device is on",
+                json: slotMachine(#"{ "name": "0", "address": "0000:05:00", "driver": "acpiphp" }"#),
+                message: #"t.json: slots[0].address: no listed device is on bus 0000:05"#),
+    BadDocument(name: "slot address with a function",
+                json: slotMachine(#"{ "name": "0", "address": "0000:00:02.0", "driver": "acpiphp" }"#),
+                message: #"t.json: slots[0].address: "0000:00:02.0" is not a slot address (expected dddd:bb:dd)"#),
+    BadDocument(name: "two slots with one name",
+                json: slotMachine(#"{ "name": "0", "address": "00:02", "driver": "acpiphp" }, { "name": "0", "address": "00:03", "driver": "acpiphp" }"#),
+                message: #"t.json: slots[1].name: "0" is already the name of slots[0]"#),
+    BadDocument(name: "slot driver other than acpiphp",
+                json: slotMachine(#"{ "name": "0", "address": "00:02", "driver": "pciehp" }"#),
+                message: #"t.json: slots[0].driver: unknown hot-plug driver "pciehp" (expected one of: acpiphp)"#),
     // One object at a time.
     BadDocument(name: "bad address",
                 json: D.machine(devices: [D.device("0000:00:1g.0")]),
@@ -206,4 +219,9 @@ func rejectsWithAPreciseMessage(_ document: BadDocument) {
 @Test func aMissingFileNamesThePathAndTheReason() {
     let error = #expect(throws: TopologyError.self) { try Topology.load(contentsOf: "/nonexistent/machine.json") }
     #expect(error?.description == "/nonexistent/machine.json: cannot read the file: No such file or directory")
+}
+
+/// A one-device machine (00:02.0) with `slots`.
+private func slotMachine(_ slots: String) -> String {
+    String(D.machine(devices: [D.device("00:02.0")]).dropLast(2)) + ",\n" + #""slots": ["# + slots + "] }"
 }
