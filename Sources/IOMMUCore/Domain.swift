@@ -21,7 +21,7 @@ public final class Domain: @unchecked Sendable {
     /// Groups attached to the domain, per unit name (a VFIO container's
     /// domain serves groups of several units): a leaf lock, taken under
     /// whichever group mutex changes an attachment.
-    private let groupsByUnit = Mutex<[String: Int]>([:])
+    private let groupsByUnit = Mutex(UnitAttachments())
 
     init(serial: UInt64, type: DomainType) {
         self.serial = serial
@@ -30,19 +30,33 @@ public final class Domain: @unchecked Sendable {
 
     /// Counts a group behind `unit` attaching; true if it is the first there.
     func attachGroup(on unit: String) -> Bool {
-        groupsByUnit.withLock { counts in
-            counts[unit, default: 0] += 1
-            return counts[unit] == 1
-        }
+        groupsByUnit.withLock { $0.add(1, on: unit) == 1 }
     }
 
     /// Counts a group behind `unit` leaving; true if it was the last there.
     func detachGroup(on unit: String) -> Bool {
-        groupsByUnit.withLock { counts in
-            counts[unit, default: 0] -= 1
-            guard counts[unit]! <= 0 else { return false }
-            counts[unit] = nil
-            return true
+        groupsByUnit.withLock { $0.add(-1, on: unit) <= 0 }
+    }
+}
+
+/// Attached groups per unit. Nearly every domain serves one unit, so that
+/// one is counted inline: a type write allocates a domain, and a big
+/// machine has 50,000 of them; other units (a VFIO container's) go to a
+/// dictionary that stays empty, and unallocated, otherwise.
+private struct UnitAttachments {
+    private var first: (unit: String, count: Int)?
+    private var others: [String: Int] = [:]
+
+    /// Adds `delta` to `unit`'s count and returns the new count; a unit at
+    /// zero is forgotten.
+    mutating func add(_ delta: Int, on unit: String) -> Int {
+        if others[unit] == nil, first == nil || first?.unit == unit {
+            let count = (first?.count ?? 0) + delta
+            first = count > 0 ? (unit, count) : nil
+            return count
         }
+        let count = others[unit, default: 0] + delta
+        others[unit] = count > 0 ? count : nil
+        return count
     }
 }

@@ -27,9 +27,18 @@ struct MachineAssembly {
                                            registers: unit.registers))
         }
         var specs = devices
+        // Equal lists share one array: most devices of a big machine have
+        // just their unit's regions, and an array per device adds up.
+        var sharedRegions: [[ReservedRegion]: [ReservedRegion]] = [:]
         for index in specs.indices {
             guard let name = specs[index].unit, let unit = unitsByName[name] else { continue }
-            specs[index].reservedRegions += units[unit].reservedRegions
+            let regions = specs[index].reservedRegions + units[unit].reservedRegions
+            if let shared = sharedRegions[regions] {
+                specs[index].reservedRegions = shared
+            } else {
+                sharedRegions[regions] = regions
+                specs[index].reservedRegions = regions
+            }
         }
         return MachineSpec(boot: boot, units: resolvedUnits, drivers: driverTable, devices: specs)
     }
