@@ -19,7 +19,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
 
     /// Up to v6.3 (`iommu_group_store_type`, §11): `type` can only be
     /// changed in a single-device group, under the device lock, with no
-    /// driver bound (except the live DMA→DMA-FQ upgrade). v6.4 (Lu Baolu,
+    /// driver bound (except the live DMA→DMA-FQ upgrade). v6.4 (series
     /// "iommu: Extend changing default domain to normal group") uses the
     /// DMA-ownership rule (EPERM while a driver owns the group) instead.
     public var singletonTypeStore: Bool
@@ -28,7 +28,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// the members' wishes the way boot does (a conflict means "no wish"),
     /// refuses an explicit type other than the wish with `Device cannot be
     /// in %s domain`, and an explicit type the driver cannot allocate falls
-    /// back to DMA. v6.5 (Jason Gunthorpe, "iommu: Consolidate the
+    /// back to DMA. v6.5 ("iommu: Consolidate the
     /// default_domain setup to one function") runs `iommu_setup_default_domain`.
     public var changesDeviceDefaultDomain: Bool
 
@@ -52,18 +52,25 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// the global default type (and an unsupported boot type to DMA).
     public var bootConflictUsesDefault: Bool
 
-    /// v6.6+ (Jason Gunthorpe, "iommu: Add iommu_init/deinit_device() paired
+    /// v6.6+ ("iommu: Add iommu_init/deinit_device() paired
     /// functions"): the last device leaving a group frees its default domain,
     /// so a store on the emptied group fails EINVAL (no default domain)
     /// instead of v6.4–v6.5's EPERM (no devices), and `type` reads `unknown`.
     public var freesDefaultDomainWithLastDevice: Bool
 
-    /// v6.10+ (Robin Murphy, "iommu/dma: Centralise iommu_setup_dma_ops()"):
+    /// v6.10+ ("iommu/dma: Centralise iommu_setup_dma_ops()"):
     /// a `type` store sets up the members' DMA ops under `group->mutex`.
     /// Before, `iommu_group_do_probe_finalize` ran after the mutex was
     /// dropped, so the new domain was visible (e.g. as DMA-FQ) before DMA-ops
     /// setup could downgrade it.
     public var setsUpDMAOpsUnderMutex: Bool
+
+    /// v6.8+ (35259ff188e0 "PCI: Log device type during enumeration",
+    /// dc4e6f21c3f8 "PCI: Use resource names in PCI log messages"): the
+    /// enumeration line ends with the device type (`... class 0x010802 PCIe
+    /// Endpoint`) and resources are named (`BAR 0 [mem ...]`) rather than
+    /// given by register (`reg 0x10: [mem ...]`).
+    public var namesPCITypesAndResources: Bool
 
     public var description: String { name }
 
@@ -71,7 +78,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                 singletonTypeStore: Bool = false, changesDeviceDefaultDomain: Bool = false,
                 checksDeferredFlushCapability: Bool = true, logsGroupRemoval: Bool = false,
                 bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
-                freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true) {
+                freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true,
+                namesPCITypesAndResources: Bool = true) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
@@ -83,6 +91,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
         self.bootConflictUsesDefault = bootConflictUsesDefault
         self.freesDefaultDomainWithLastDevice = freesDefaultDomainWithLastDevice
         self.setsUpDMAOpsUnderMutex = setsUpDMAOpsUnderMutex
+        self.namesPCITypesAndResources = namesPCITypesAndResources
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
@@ -90,29 +99,34 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                singletonTypeStore: true, changesDeviceDefaultDomain: true,
                                                checksDeferredFlushCapability: false, logsGroupRemoval: true,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
-                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false)
+                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
+                                               namesPCITypesAndResources: false)
 
     /// Linux 6.4: any group may change type while no driver owns it, but
     /// through 6.1's `iommu_change_dev_def_domain`.
     public static let linux6_4 = KernelProfile(name: "linux-6.4", returnsAllocatorErrno: false, fencesResets: false,
                                                changesDeviceDefaultDomain: true, checksDeferredFlushCapability: false,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
-                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false)
+                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
+                                               namesPCITypesAndResources: false)
 
     /// Linux 6.5: one `iommu_setup_default_domain` for boot and store, the
     /// deferred-flush capability; allocation failures are ENODEV.
     public static let linux6_5 = KernelProfile(name: "linux-6.5", returnsAllocatorErrno: false, fencesResets: false,
-                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false)
+                                               freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
+                                               namesPCITypesAndResources: false)
 
     /// Linux 6.6: the group's domains go with its last device.
     public static let linux6_6 = KernelProfile(name: "linux-6.6", returnsAllocatorErrno: false, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false)
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
 
-    /// Linux 6.7–6.9: the allocator's errno reaches the writer.
+    /// Linux 6.7–6.9: the allocator's errno reaches the writer; 6.8 names
+    /// PCI device types and resources in its log.
     public static let linux6_7 = KernelProfile(name: "linux-6.7", returnsAllocatorErrno: true, fencesResets: false,
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
+    public static let linux6_8 = KernelProfile(name: "linux-6.8", returnsAllocatorErrno: true, fencesResets: false,
                                                setsUpDMAOpsUnderMutex: false)
-    public static let linux6_8 = renamed(linux6_7, "linux-6.8")
-    public static let linux6_9 = renamed(linux6_7, "linux-6.9")
+    public static let linux6_9 = renamed(linux6_8, "linux-6.9")
 
     /// Linux 6.10–6.11: DMA ops are set up under the group's mutex.
     public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false)

@@ -170,7 +170,9 @@ public final class Machine: Sendable {
         let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] })
         // At boot the enumeration lines precede the IOMMU core's; a rescan
         // or a new VF prints its own, before the device joins its group.
-        if hotAdded { subsystem.log.append(device.logPrefix + entry.enumerationLogLine) }
+        if hotAdded {
+            subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
+        }
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }

@@ -112,16 +112,19 @@ extension MachineSpec.DeviceSpec {
     /// The function's config-space facts; the defaults when not described.
     public var configFacts: PCIFunctionSpec { function ?? .conventional }
 
-    /// `pci_setup_device`'s line (probe.c, 6.12), after the `pci BDF: ` prefix:
-    /// `[vvvv:dddd] type 00 class 0x010802 PCIe Endpoint`.
-    public var enumerationLogLine: String {
+    /// `pci_setup_device`'s line (probe.c), after the `pci BDF: ` prefix:
+    /// `[vvvv:dddd] type 00 class 0x010802`, and from v6.8 the type
+    /// (`pci_type_str`): `... class 0x010802 PCIe Endpoint`.
+    public func enumerationLogLine(namingType: Bool) -> String {
+        let line = "[" + hexDigits(vendorID, 4) + ":" + hexDigits(deviceID, 4) + "] type " + hexDigits(headerLayout, 2)
+            + " class 0x" + hexDigits(classCode, 6)
+        guard namingType else { return line }
         let type: String
         if let port = configFacts.portType {
             type = port.kernelName
         } else {
             type = switch headerLayout { case 0: "conventional PCI endpoint"; case 1: "conventional PCI bridge"; default: "CardBus bridge" }
         }
-        return "[" + hexDigits(vendorID, 4) + ":" + hexDigits(deviceID, 4) + "] type " + hexDigits(headerLayout, 2)
-            + " class 0x" + hexDigits(classCode, 6) + " " + type
+        return line + " " + type
     }
 }

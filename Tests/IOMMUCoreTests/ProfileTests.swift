@@ -122,6 +122,17 @@ struct ProfileTests {
         }
     }
 
+    @Test("namesPCITypesAndResources (6.7 → 6.8): the enumeration line of a rescanned device names its type")
+    func enumerationLine() throws {
+        for (profile, suffix) in [(KernelProfile.linux6_7, "class 0x020000"), (.linux6_8, "class 0x020000 conventional PCI endpoint")] {
+            let machine = try Self.machine(profile)
+            machine.remove(try machine.device(Section14.target))
+            let (_, lines) = machine.logging { machine.rescan() }
+            let enumeration = lines.first { $0.hasPrefix("pci \(Section14.target): [") }
+            #expect(enumeration?.hasSuffix("] type 00 " + suffix) == true, "\(profile): \(lines)")
+        }
+    }
+
     @Test("freesDefaultDomainWithLastDevice (6.5 → 6.6): a store on an emptied group")
     func emptiedGroup() throws {
         for (profile, outcome) in [(KernelProfile.linux6_5, WriteOutcome.err(.notPermitted, "DMA-FQ")),
