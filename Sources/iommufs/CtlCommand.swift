@@ -165,6 +165,20 @@ struct VFIOGroupID: ParsableArguments {
     var group: Int
 }
 
+/// The container and extension `check-extension` and `set-iommu` name.
+struct VFIOContainerExtension: ParsableArguments {
+    @Argument(help: ArgumentHelp("The container. Example: c1", valueName: "container"))
+    var container: String
+
+    @Argument(help: ArgumentHelp("The extension: \(VFIOExtension.allCases.map(\.name).joined(separator: ", ")). Example: type1v2",
+                                 valueName: "ext"))
+    var ext: String
+
+    func validate() throws { _ = try vfioExtension(ext) }
+
+    func resolved() throws -> (container: String, ext: VFIOExtension) { (container, try vfioExtension(ext)) }
+}
+
 /// A `VFIO_CHECK_EXTENSION` / `VFIO_SET_IOMMU` argument by name.
 private func vfioExtension(_ name: String) throws -> VFIOExtension {
     guard let ext = VFIOExtension(name: name) else {
@@ -236,18 +250,11 @@ extension CtlCommand.Vfio {
                 """)
 
         @ParentCommand var ctl: CtlCommand
-        @OptionGroup var name: VFIOContainerName
-
-        @Argument(help: ArgumentHelp("The extension. Example: type1v2", valueName: "ext"))
-        var ext: String
-
-        func validate() throws { _ = try vfioExtension(ext) }
+        @OptionGroup var target: VFIOContainerExtension
 
         func run() throws {
-            let ext = try vfioExtension(ext)
-            try ctl.withClient { client throws(ControlFailure) in
-                print(try client.value(.vfioCheckExtension(container: name.container, ext)))
-            }
+            let (container, ext) = try target.resolved()
+            try ctl.withClient { client throws(ControlFailure) in print(try client.value(.vfioCheckExtension(container: container, ext))) }
         }
     }
 
@@ -265,16 +272,11 @@ extension CtlCommand.Vfio {
                 """)
 
         @ParentCommand var ctl: CtlCommand
-        @OptionGroup var name: VFIOContainerName
-
-        @Argument(help: ArgumentHelp("The backend: type1 or type1v2. Example: type1v2", valueName: "ext"))
-        var ext: String
-
-        func validate() throws { _ = try vfioExtension(ext) }
+        @OptionGroup var target: VFIOContainerExtension
 
         func run() throws {
-            let ext = try vfioExtension(ext)
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioSetIOMMU(container: name.container, ext)) }
+            let (container, ext) = try target.resolved()
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioSetIOMMU(container: container, ext)) }
         }
     }
 
