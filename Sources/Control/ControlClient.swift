@@ -1,3 +1,4 @@
+import IOMMUCore
 import Glibc
 import SystemPackage
 import Topology
@@ -18,6 +19,25 @@ public final class ControlClient {
     /// `dump` and `trace`).
     public func perform(_ request: ControlRequest) throws(ControlFailure) {
         _ = try call(request)
+    }
+
+    /// Runs a request whose reply is a number: what the ioctl returned
+    /// (`vfio-api-version`, `vfio-check-extension`).
+    public func value(_ request: ControlRequest) throws(ControlFailure) -> Int {
+        guard let value = try call(request)[ControlReply.Key.value.rawValue]?.intValue else {
+            throw ControlFailure(.protocolError, "the reply has no \"value\"")
+        }
+        return value
+    }
+
+    /// `VFIO_GROUP_GET_STATUS` of the open group `group`.
+    public func vfioGroupStatus(_ group: Int) throws(ControlFailure) -> VFIOGroupStatus {
+        let reply = try call(.vfioGroupStatus(group: group))
+        guard let viable = reply[ControlReply.Key.viable.rawValue]?.boolValue,
+              let containerSet = reply[ControlReply.Key.containerSet.rawValue]?.boolValue else {
+            throw ControlFailure(.protocolError, "the status reply lacks \"viable\" or \"container_set\"")
+        }
+        return VFIOGroupStatus(viable: viable, containerSet: containerSet)
     }
 
     /// The kernel log ring, `[    1.234567] text` per line, oldest first;

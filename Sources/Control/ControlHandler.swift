@@ -13,10 +13,33 @@ struct ControlHandler: Sendable {
     /// The members of the success reply, or the failure.
     func perform(_ request: ControlRequest) throws(ControlFailure) -> [(ControlReply.Key, JSON)] {
         switch request {
+        case .vfioOpenContainer(let container):
+            try check(machine.openVFIOContainer(container), "vfio open of container \(container)")
+        case .vfioCloseContainer(let container):
+            try check(machine.closeVFIOContainer(container), "vfio close of container \(container)")
+        case .vfioAPIVersion(let container):
+            return [(.value, .integer(try value(machine.vfioAPIVersion(of: container), "VFIO_GET_API_VERSION on container \(container)")))]
+        case .vfioCheckExtension(let container, let ext):
+            let answer = try value(machine.vfioCheckExtension(ext, of: container), "VFIO_CHECK_EXTENSION(\(ext.name)) on container \(container)")
+            return [(.value, .integer(answer))]
+        case .vfioSetIOMMU(let container, let ext):
+            try check(machine.setVFIOIOMMU(container, ext), "VFIO_SET_IOMMU(\(ext.name)) on container \(container)")
+        case .vfioMapDMA(let container, let iova, let size):
+            try check(machine.mapVFIODMA(container, iova: iova, size: size),
+                      "VFIO_IOMMU_MAP_DMA of \(size) bytes at IOVA 0x\(String(iova, radix: 16)) on container \(container)")
+        case .vfioOpenGroup(let id):
+            try check(machine.openVFIOGroup(try group(id)), "vfio open of group \(id)")
+        case .vfioGroupStatus(let id):
+            let status = try value(machine.vfioGroupStatus(try group(id)), "VFIO_GROUP_GET_STATUS of group \(id)")
+            return [(.viable, .bool(status.viable)), (.containerSet, .bool(status.containerSet))]
         case .vfioAttach(let container, let id):
             try check(machine.attachVFIOGroup(try group(id), to: container), "vfio attach of group \(id) to container \(container)")
         case .vfioDetach(let id):
             try check(machine.detachVFIOGroup(try group(id)), "vfio detach of group \(id)")
+        case .vfioGetDeviceFD(let id, let address):
+            try check(machine.openVFIODevice(address, in: try group(id)), "VFIO_GROUP_GET_DEVICE_FD of \(address) in group \(id)")
+        case .vfioRelease(let id):
+            try check(machine.releaseVFIOGroup(try group(id)), "vfio release of group \(id)")
         case .iommufdBind(let context, let address):
             try check(machine.bindIOMMUFD(try device(address), context: context), "iommufd bind of \(address) to context \(context)")
         case .iommufdUnbind(let context, let address):
@@ -40,6 +63,13 @@ struct ControlHandler: Sendable {
             preconditionFailure("a trace streams; ControlSession runs it")
         }
         return []
+    }
+
+    private func value<T>(_ result: Result<T, Errno>, _ what: @autoclosure () -> String) throws(ControlFailure) -> T {
+        switch result {
+        case .success(let v): return v
+        case .failure(let error): throw .failed(what(), error)
+        }
     }
 
     private func check(_ error: Errno?, _ what: @autoclosure () -> String) throws(ControlFailure) {

@@ -5,7 +5,8 @@ import Topology
 /// `{"event":"..."}` per event.
 enum ControlReply {
     enum Key: String {
-        case ok, errno, message, lines, document, event
+        case ok, errno, message, lines, document, event, value, viable
+        case containerSet = "container_set"
     }
 
     static func success(_ members: [(Key, JSON)] = []) -> JSON {

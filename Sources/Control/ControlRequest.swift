@@ -5,9 +5,22 @@ import Topology
 /// One request of the control protocol: a JSON object on one line whose
 /// `verb` says what to do (see the README's "iommufs ctl" section).
 public enum ControlRequest: Sendable, Equatable {
-    /// Legacy VFIO: claim the group and attach it to the container.
+    /// Legacy VFIO, one call per step of a user (drivers/vfio/container.c,
+    /// group.c): the container's file and its ioctls, the group's file and
+    /// its ioctls (`vfioAttach` is SET_CONTAINER, `vfioDetach`
+    /// UNSET_CONTAINER), and the release of the group's files.
+    case vfioOpenContainer(container: String)
+    case vfioCloseContainer(container: String)
+    case vfioAPIVersion(container: String)
+    case vfioCheckExtension(container: String, VFIOExtension)
+    case vfioSetIOMMU(container: String, VFIOExtension)
+    case vfioMapDMA(container: String, iova: UInt64, size: UInt64)
+    case vfioOpenGroup(group: Int)
+    case vfioGroupStatus(group: Int)
     case vfioAttach(container: String, group: Int)
     case vfioDetach(group: Int)
+    case vfioGetDeviceFD(group: Int, device: PCIAddress)
+    case vfioRelease(group: Int)
     /// iommufd: bind the device to the context (shared group ownership).
     case iommufdBind(context: String, device: PCIAddress)
     case iommufdUnbind(context: String, device: PCIAddress)
@@ -26,7 +39,12 @@ public enum ControlRequest: Sendable, Equatable {
 
     /// The verb names on the wire.
     enum Verb: String, CaseIterable {
+        case vfioOpenContainer = "vfio-open-container", vfioCloseContainer = "vfio-close-container"
+        case vfioAPIVersion = "vfio-api-version", vfioCheckExtension = "vfio-check-extension"
+        case vfioSetIOMMU = "vfio-set-iommu", vfioMapDMA = "vfio-map-dma"
+        case vfioOpenGroup = "vfio-open-group", vfioGroupStatus = "vfio-group-status"
         case vfioAttach = "vfio-attach", vfioDetach = "vfio-detach"
+        case vfioGetDeviceFD = "vfio-get-device-fd", vfioRelease = "vfio-release"
         case iommufdBind = "iommufd-bind", iommufdUnbind = "iommufd-unbind", dmaMap = "dma-map"
         case inject, clearFault = "inject-clear", dmesg, dump, trace
     }
@@ -34,13 +52,26 @@ public enum ControlRequest: Sendable, Equatable {
     /// The member names on the wire.
     enum Key: String {
         case verb, container, group, context, device, point, errno, times, always, probability, count, clear
+        case `extension`, iova, size
     }
 
     /// The request as one JSON object.
     public var json: JSON {
         let (verb, members): (Verb, [(Key, JSON)]) = switch self {
+        case .vfioOpenContainer(let container): (.vfioOpenContainer, [(.container, .string(container))])
+        case .vfioCloseContainer(let container): (.vfioCloseContainer, [(.container, .string(container))])
+        case .vfioAPIVersion(let container): (.vfioAPIVersion, [(.container, .string(container))])
+        case .vfioCheckExtension(let container, let ext):
+            (.vfioCheckExtension, [(.container, .string(container)), (.extension, .string(ext.name))])
+        case .vfioSetIOMMU(let container, let ext): (.vfioSetIOMMU, [(.container, .string(container)), (.extension, .string(ext.name))])
+        case .vfioMapDMA(let container, let iova, let size):
+            (.vfioMapDMA, [(.container, .string(container)), (.iova, .integer(Int(iova))), (.size, .integer(Int(size)))])
+        case .vfioOpenGroup(let group): (.vfioOpenGroup, [(.group, .integer(group))])
+        case .vfioGroupStatus(let group): (.vfioGroupStatus, [(.group, .integer(group))])
         case .vfioAttach(let container, let group): (.vfioAttach, [(.container, .string(container)), (.group, .integer(group))])
         case .vfioDetach(let group): (.vfioDetach, [(.group, .integer(group))])
+        case .vfioGetDeviceFD(let group, let device): (.vfioGetDeviceFD, [(.group, .integer(group)), (.device, .string(device.description))])
+        case .vfioRelease(let group): (.vfioRelease, [(.group, .integer(group))])
         case .iommufdBind(let context, let device): (.iommufdBind, [(.context, .string(context)), (.device, .string(device.description))])
         case .iommufdUnbind(let context, let device): (.iommufdUnbind, [(.context, .string(context)), (.device, .string(device.description))])
         case .dmaMap(let device): (.dmaMap, [(.device, .string(device.description))])
@@ -60,10 +91,22 @@ public enum ControlRequest: Sendable, Equatable {
     init(json: JSON) throws(ControlFailure) {
         let fields = try RequestFields(json)
         switch try fields.verb() {
+        case .vfioOpenContainer: self = .vfioOpenContainer(container: try fields.string(.container))
+        case .vfioCloseContainer: self = .vfioCloseContainer(container: try fields.string(.container))
+        case .vfioAPIVersion: self = .vfioAPIVersion(container: try fields.string(.container))
+        case .vfioCheckExtension: self = .vfioCheckExtension(container: try fields.string(.container), try fields.vfioExtension())
+        case .vfioSetIOMMU: self = .vfioSetIOMMU(container: try fields.string(.container), try fields.vfioExtension())
+        case .vfioMapDMA:
+            self = .vfioMapDMA(container: try fields.string(.container), iova: UInt64(try fields.count(.iova)),
+                               size: UInt64(try fields.count(.size)))
+        case .vfioOpenGroup: self = .vfioOpenGroup(group: try fields.count(.group))
+        case .vfioGroupStatus: self = .vfioGroupStatus(group: try fields.count(.group))
         case .vfioAttach:
             self = .vfioAttach(container: try fields.string(.container), group: try fields.count(.group))
         case .vfioDetach:
             self = .vfioDetach(group: try fields.count(.group))
+        case .vfioGetDeviceFD: self = .vfioGetDeviceFD(group: try fields.count(.group), device: try fields.address(.device))
+        case .vfioRelease: self = .vfioRelease(group: try fields.count(.group))
         case .iommufdBind:
             self = .iommufdBind(context: try fields.string(.context), device: try fields.address(.device))
         case .iommufdUnbind:
@@ -130,6 +173,14 @@ private final class RequestFields {
             throw .badRequest("unknown fault point \"\(name)\" (known: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         return point
+    }
+
+    func vfioExtension() throws(ControlFailure) -> VFIOExtension {
+        let name = try string(.extension)
+        guard let ext = VFIOExtension(name: name) else {
+            throw .badRequest("unknown VFIO extension \"\(name)\" (known: \(VFIOExtension.allCases.map(\.name).joined(separator: ", ")))")
+        }
+        return ext
     }
 
     func errno() throws(ControlFailure) -> Errno {

@@ -5,7 +5,7 @@ import SystemPackage
 ///
 /// Lock order (outermost first), the port of the kernel's:
 /// 1. `rescanRemove` (`pci_rescan_remove_lock`), for hot-plug;
-/// 2. `vfioContainers` (VFIO's container and group locks);
+/// 2. `vfio` (VFIO's container and group locks);
 /// 3. `Device.lock` (`device_lock`): one device at a time, except a VFIO
 ///    attach, which holds its group's members in address order;
 /// 4. `IOMMUGroup.state` (`group->mutex`), one group at a time;
@@ -28,8 +28,8 @@ public final class Machine: Sendable {
     private let unitsByName: [String: IOMMUUnit]
     private let registry: Mutex<Registry>
     let rescanRemove = Mutex(())
-    /// Legacy VFIO containers by name.
-    let vfioContainers = Mutex<[String: VFIOContainer]>([:])
+    /// Legacy VFIO containers and open group files.
+    let vfio = Mutex(VFIOState())
     /// Dynamic ids by driver name (`pdrv->dynids`), a leaf lock.
     let dynamicIDs = Mutex<[String: [PCIDynamicID]]>([:])
     private let observerSlot = Mutex<(any MachineObserver)?>(nil)

@@ -66,7 +66,28 @@ extension CtlCommand {
         static let configuration = CommandConfiguration(
             commandName: "vfio",
             abstract: "Legacy VFIO containers (type1): a user claims whole groups.",
-            subcommands: [Attach.self, Detach.self])
+            discussion: """
+                One verb per step of a VFIO user (drivers/vfio/container.c, group.c). A container is named \
+                (NAME stands for its file descriptor); a group's file is named by the group id (the kernel \
+                allows one open file per group). Each verb prints what the ioctl returned when that is a \
+                value, and fails with the kernel's errno otherwise. `attach` to a container never opened \
+                is a whole user in one step: SET_CONTAINER and SET_IOMMU(type1v2).
+
+                Example (the transcripts' `vfiohold`):
+                  iommufs ctl --mount mnt vfio open-container c1
+                  iommufs ctl --mount mnt vfio api-version c1              # 0
+                  iommufs ctl --mount mnt vfio check-extension c1 type1v2  # 1
+                  iommufs ctl --mount mnt vfio open-group 10
+                  iommufs ctl --mount mnt vfio status 10                   # viable=1 container_set=0
+                  iommufs ctl --mount mnt vfio attach --container c1 10
+                  iommufs ctl --mount mnt vfio set-iommu c1 type1v2
+                  iommufs ctl --mount mnt vfio map-dma c1 --iova 0x100000 --size 0x1000
+                  iommufs ctl --mount mnt vfio get-device-fd 10 0000:01:00.0
+                  iommufs ctl --mount mnt vfio release 10
+                  iommufs ctl --mount mnt vfio close-container c1
+                """,
+            subcommands: [OpenContainer.self, CloseContainer.self, APIVersion.self, CheckExtension.self, SetIOMMU.self, MapDMA.self,
+                          OpenGroup.self, Status.self, Attach.self, Detach.self, GetDeviceFD.self, Release.self])
     }
 
     struct IOMMUFD: ParsableCommand {
@@ -80,15 +101,17 @@ extension CtlCommand {
 extension CtlCommand.Vfio {
     struct Attach: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Attach a group to a container (VFIO_GROUP_SET_CONTAINER + VFIO_SET_IOMMU).",
+            abstract: "Set a group's container (VFIO_GROUP_SET_CONTAINER).",
             discussion: """
-                The group is claimed for its VFIO group: EPERM while a member is bound to a driver \
-                that uses the DMA API, EINVAL (with the firmware's 1:1 log line) when a member has a \
-                direct region. Its members move to the blocking domain, then to the container's \
-                domain for their IOMMU driver, shared with the container's other groups behind \
-                units of the same driver, else a new one. Unbinding a member's driver meanwhile \
-                waits for the attach. While attached, `type` writes get EPERM and normal drivers \
-                fail to bind with EBUSY.
+                EINVAL if the group already has a container. The group is claimed for its VFIO group: \
+                EPERM while a member is bound to a driver that uses the DMA API, EINVAL (with the \
+                firmware's 1:1 log line) when a member has a direct region. Its members move to the \
+                blocking domain; once the container's IOMMU is set (now, or by `set-iommu`), to the \
+                container's domain for their IOMMU driver, shared with the container's other groups \
+                behind units of the same driver, else a new one. A container never opened is created \
+                with its IOMMU set to type1v2 at once. Unbinding a member's driver meanwhile waits for \
+                the attach. While attached, `type` writes get EPERM and normal drivers fail to bind \
+                with EBUSY.
 
                 Example:
                   iommufs ctl --mount mnt vfio attach --container c1 4
@@ -111,8 +134,9 @@ extension CtlCommand.Vfio {
         static let configuration = CommandConfiguration(
             abstract: "Detach a group from its container (VFIO_GROUP_UNSET_CONTAINER).",
             discussion: """
-                Ownership is released and the group's default domain is attached again. ENODEV if \
-                the group is in no container.
+                Ownership is released and the group's default domain is attached again. EINVAL if \
+                the group is in no container, EBUSY while a device file of the group is open. The last \
+                group leaving a container unsets its IOMMU and drops its mappings.
 
                 Example:
                   iommufs ctl --mount mnt vfio detach 4
@@ -125,6 +149,246 @@ extension CtlCommand.Vfio {
 
         func run() throws {
             try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioDetach(group: group)) }
+        }
+    }
+}
+
+/// A container name argument.
+struct VFIOContainerName: ParsableArguments {
+    @Argument(help: ArgumentHelp("The container. Example: c1", valueName: "container"))
+    var container: String
+}
+
+/// A group id argument: the group's file.
+struct VFIOGroupID: ParsableArguments {
+    @Argument(help: ArgumentHelp("The IOMMU group id. Example: 10", valueName: "group"))
+    var group: Int
+}
+
+/// The container and extension `check-extension` and `set-iommu` name.
+struct VFIOContainerExtension: ParsableArguments {
+    @Argument(help: ArgumentHelp("The container. Example: c1", valueName: "container"))
+    var container: String
+
+    @Argument(help: ArgumentHelp("The extension: \(VFIOExtension.allCases.map(\.name).joined(separator: ", ")). Example: type1v2",
+                                 valueName: "ext"))
+    var ext: String
+
+    func validate() throws { _ = try vfioExtension(ext) }
+
+    func resolved() throws -> (container: String, ext: VFIOExtension) { (container, try vfioExtension(ext)) }
+}
+
+/// A `VFIO_CHECK_EXTENSION` / `VFIO_SET_IOMMU` argument by name.
+private func vfioExtension(_ name: String) throws -> VFIOExtension {
+    guard let ext = VFIOExtension(name: name) else {
+        throw ValidationError("unknown VFIO extension '\(name)' (known: \(VFIOExtension.allCases.map(\.name).joined(separator: ", ")))")
+    }
+    return ext
+}
+
+/// A number in decimal or with `0x`.
+private func unsignedNumber(_ text: String, _ what: String) throws -> UInt64 {
+    let number = text.lowercased().hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
+    guard let number, number <= UInt64(Int.max) else { throw ValidationError("\(what) '\(text)' is not a number (decimal or 0x hex)") }
+    return number
+}
+
+extension CtlCommand.Vfio {
+    struct OpenContainer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "open-container",
+            abstract: "Open /dev/vfio/vfio: a new, empty container called NAME (EEXIST if the name is taken).",
+            discussion: "Example:\n  iommufs ctl --mount mnt vfio open-container c1")
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var name: VFIOContainerName
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioOpenContainer(container: name.container)) }
+        }
+    }
+
+    struct CloseContainer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "close-container",
+            abstract: "Close the container's file; it lives on while groups use it (EBADF if not open).",
+            discussion: "Example:\n  iommufs ctl --mount mnt vfio close-container c1")
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var name: VFIOContainerName
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioCloseContainer(container: name.container)) }
+        }
+    }
+
+    struct APIVersion: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "api-version",
+            abstract: "VFIO_GET_API_VERSION on an open container: prints 0 (VFIO_API_VERSION).",
+            discussion: "Example:\n  iommufs ctl --mount mnt vfio api-version c1")
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var name: VFIOContainerName
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in print(try client.value(.vfioAPIVersion(container: name.container))) }
+        }
+    }
+
+    struct CheckExtension: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "check-extension",
+            abstract: "VFIO_CHECK_EXTENSION on an open container: prints 1 if the IOMMU backend supports EXT, else 0.",
+            discussion: """
+                Extensions: \(VFIOExtension.allCases.map(\.name).joined(separator: ", ")). The machine's only \
+                backend is vfio_iommu_type1.
+
+                Example:
+                  iommufs ctl --mount mnt vfio check-extension c1 type1v2
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var target: VFIOContainerExtension
+
+        func run() throws {
+            let (container, ext) = try target.resolved()
+            try ctl.withClient { client throws(ControlFailure) in print(try client.value(.vfioCheckExtension(container: container, ext))) }
+        }
+    }
+
+    struct SetIOMMU: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-iommu",
+            abstract: "VFIO_SET_IOMMU: give the container its IOMMU backend; its groups join domains.",
+            discussion: """
+                EINVAL without a group or when already set; ENODEV for an extension no backend \
+                offers (noiommu, spapr-tce); EINVAL for a type1 feature that is not a backend \
+                (unmap-all). If a group fails to attach, the others go back to their blocking domain.
+
+                Example:
+                  iommufs ctl --mount mnt vfio set-iommu c1 type1v2
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var target: VFIOContainerExtension
+
+        func run() throws {
+            let (container, ext) = try target.resolved()
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioSetIOMMU(container: container, ext)) }
+        }
+    }
+
+    struct MapDMA: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "map-dma",
+            abstract: "VFIO_IOMMU_MAP_DMA: map SIZE bytes at IOVA in the container.",
+            discussion: """
+                EINVAL before set-iommu, for a zero, unaligned (4 KiB) or wrapping range, or one that \
+                meets a reserved region (not direct-relaxable) of a group in the container; EEXIST \
+                over an existing mapping.
+
+                Example:
+                  iommufs ctl --mount mnt vfio map-dma c1 --iova 0x100000 --size 0x1000
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var name: VFIOContainerName
+
+        @Option(help: ArgumentHelp("The IOVA (decimal or 0x hex). Example: --iova 0x100000", valueName: "iova"))
+        var iova: String
+
+        @Option(help: ArgumentHelp("The length in bytes (decimal or 0x hex). Example: --size 0x1000", valueName: "size"))
+        var size: String
+
+        func validate() throws {
+            _ = try unsignedNumber(iova, "--iova")
+            _ = try unsignedNumber(size, "--size")
+        }
+
+        func run() throws {
+            let (iova, size) = (try unsignedNumber(iova, "--iova"), try unsignedNumber(size, "--size"))
+            try ctl.withClient { client throws(ControlFailure) in
+                try client.perform(.vfioMapDMA(container: name.container, iova: iova, size: size))
+            }
+        }
+    }
+
+    struct OpenGroup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "open-group",
+            abstract: "Open /dev/vfio/GROUP: ENOENT unless a member is bound to vfio-pci, EBUSY if already open.",
+            discussion: "Example:\n  iommufs ctl --mount mnt vfio open-group 10")
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var id: VFIOGroupID
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioOpenGroup(group: id.group)) }
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "VFIO_GROUP_GET_STATUS of an open group: prints `viable=1 container_set=0`.",
+            discussion: """
+                Viable when the group has a container, or when nothing claims its DMA: no member bound \
+                to a driver that uses the DMA API (vfio-pci, pci-stub and pcieport do not), no other user.
+
+                Example:
+                  iommufs ctl --mount mnt vfio status 10
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var id: VFIOGroupID
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in print(try client.vfioGroupStatus(id.group)) }
+        }
+    }
+
+    struct GetDeviceFD: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "get-device-fd",
+            abstract: "VFIO_GROUP_GET_DEVICE_FD: open a device of an open group.",
+            discussion: """
+                ENODEV unless the device is a member bound to vfio-pci; EINVAL without a container or \
+                before set-iommu. While a device is open, `detach` gets EBUSY.
+
+                Example:
+                  iommufs ctl --mount mnt vfio get-device-fd 10 0000:01:00.0
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var id: VFIOGroupID
+
+        @Argument(help: ArgumentHelp("The device. Example: 0000:01:00.0", valueName: "bdf"))
+        var device: String
+
+        func validate() throws { _ = try pciAddress(device) }
+
+        func run() throws {
+            let address = try pciAddress(device)
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioGetDeviceFD(group: id.group, device: address)) }
+        }
+    }
+
+    struct Release: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Close the group's file and its device files, as the user's exit does (EBADF if not open).",
+            discussion: """
+                The group leaves its container (as `detach`), and the default domain comes back.
+
+                Example:
+                  iommufs ctl --mount mnt vfio release 10
+                """)
+
+        @ParentCommand var ctl: CtlCommand
+        @OptionGroup var id: VFIOGroupID
+
+        func run() throws {
+            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioRelease(group: id.group)) }
         }
     }
 }

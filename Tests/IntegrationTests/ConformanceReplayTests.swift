@@ -113,7 +113,10 @@ struct Replay {
     private var index = 0
     /// The group a `vfio case=` line names: the target of `vfiohold` steps.
     private var vfioGroup: String?
-    private var vfioCase = 0
+    /// How many `vfiohold` users have opened a container (each its own).
+    private var vfioHolds = 0
+    /// What the last `group-get-status` step printed (`viable=1 container_set=0`).
+    private var vfioStatus: String?
     /// The last device unbound: the privileges section works on its group.
     private var lastUnbound: String?
     /// Devices `settype` unbound, with their drivers, to be rebound by the `rebound:` line.
@@ -497,7 +500,6 @@ struct Replay {
             let g = f["group"]
             if let g, !body.contains(" end ") {
                 vfioGroup = g
-                vfioCase += 1
                 return compare(line, expected: "type=\(f["type"]!)", actual: "type=\(type(g))")
             }
             guard let g = vfioGroup else { return skip(line, "vfio case end without a case") }
@@ -511,16 +513,9 @@ struct Replay {
             return compare(line, expected: expected, actual: actual)
         }
         guard let g = vfioGroup else { return skip(line, "vfio line outside a case") }
-        if body.hasPrefix("vfiohold step=group-set-container") {
-            let r = mount.ctlOutcome(["vfio", "attach", "--container", "c\(vfioCase)", g])
-            return compare(line, expected: line.result!, actual: r)
-        }
-        if body.hasPrefix("vfiohold released") {
-            let r = mount.ctlOutcome(["vfio", "detach", g])
-            return compare(line, expected: "ok 0", actual: r)
-        }
-        if body.hasPrefix("vfiohold") || body.hasPrefix("dev-node") {
-            return skip(line, "/dev/vfio ioctls and nodes other than SET_CONTAINER/release (no /dev/vfio in the mount)")
+        if body.hasPrefix("vfiohold") { return vfioHold(line, String(body.dropFirst(9)), group: g) }
+        if body.hasPrefix("dev-node") {
+            return skip(line, "/dev/vfio character device nodes (outside /sys; no /dev/vfio in the mount)")
         }
         if body.hasPrefix("held: unbind attempt") { return skip(line, "a note: the guest did not try this") }
         if body.hasPrefix("state: ") {
@@ -537,6 +532,67 @@ struct Replay {
             return compare(line, expected: expected, actual: actual)
         }
         skip(line, "unrecognised vfio line")
+    }
+
+    /// One `vfiohold` line: the guest's VFIO user, step by step, through
+    /// `iommufs ctl vfio`. Steps that return a file descriptor
+    /// (open-container, open-group, get-device-fd) are compared by success
+    /// or errno only: the number belongs to the guest process. Other steps
+    /// compare the ioctl's return value. `held` and `failed` are checked
+    /// against the group's status (container set or not); after `failed`
+    /// and at `released` the user's files are closed, as its exit does.
+    private mutating func vfioHold(_ line: TranscriptLine, _ body: String, group g: String) {
+        let container = "hold\(vfioHolds)"
+        let exit = { (mount: MountedMachine) in
+            [mount.ctlOutcome(["vfio", "release", g]), mount.ctlOutcome(["vfio", "close-container", container])]
+        }
+        guard body.hasPrefix("step=") else {
+            switch body {
+            case "held", "failed":
+                let status = mount.ctlOutcome(["vfio", "status", g])
+                var actual = status == "ok viable=1 container_set=1" ? "held" : "failed (\(status))"
+                if body == "failed", actual.hasPrefix("failed") {
+                    let closed = exit(mount)
+                    actual = closed.allSatisfy { $0 == "ok 0" } ? "failed" : "failed, then exit: \(closed)"
+                }
+                return compare(line, expected: body, actual: actual)
+            case "released":
+                return compare(line, expected: "ok 0, ok 0", actual: exit(mount).joined(separator: ", "))
+            default:
+                guard body.hasPrefix("group-status ") else { return skip(line, "unrecognised vfiohold line") }
+                return compare(line, expected: String(body.dropFirst(13)), actual: vfioStatus ?? "(no status read)")
+            }
+        }
+        let step = body.dropFirst(5).prefix { $0 != " " }
+        let fdStep = ["open-container", "open-group"].contains(step) || step.hasPrefix("get-device-fd:")
+        let arguments: [String]
+        switch step {
+        case "open-container":
+            vfioHolds += 1
+            arguments = ["open-container", "hold\(vfioHolds)"]
+        case "get-api-version": arguments = ["api-version", container]
+        case "check-ext-type1v2": arguments = ["check-extension", container, "type1v2"]
+        case "open-group": arguments = ["open-group", g]
+        case "group-get-status": arguments = ["status", g]
+        case "group-set-container": arguments = ["attach", "--container", container, g]
+        case "set-iommu-type1v2": arguments = ["set-iommu", container, "type1v2"]
+        // The guest maps one page of its memory at IOVA 0.
+        case "map-dma": arguments = ["map-dma", container, "--iova", "0", "--size", "4096"]
+        default:
+            guard step.hasPrefix("get-device-fd:") else { return skip(line, "unrecognised vfiohold step") }
+            arguments = ["get-device-fd", g, String(step.dropFirst(14))]
+        }
+        var actual = mount.ctlOutcome(["vfio"] + arguments)
+        var expected = line.result!
+        if step == "group-get-status", actual.hasPrefix("ok ") {
+            vfioStatus = String(actual.dropFirst(3))
+            actual = "ok 0"
+        }
+        if fdStep {
+            expected = expected.hasPrefix("ok ") ? "ok (a descriptor)" : expected
+            actual = actual.hasPrefix("ok ") ? "ok (a descriptor)" : actual
+        }
+        compare(line, expected: expected, actual: actual)
     }
 
     // MARK: privileges
@@ -623,10 +679,15 @@ struct Replay {
 }
 
 extension MountedMachine {
-    /// `iommufs ctl --mount ROOT ARGS`: `ok 0`, or `err ERRNO` from `iommufs: ERRNO: ...`.
+    /// `iommufs ctl --mount ROOT ARGS`: `ok` and what it printed (`ok 0`
+    /// when it printed nothing, as an ioctl returning 0), or `err ERRNO`
+    /// from `iommufs: ERRNO: ...`.
     func ctlOutcome(_ arguments: [String]) -> String {
         let out = run(Self.binary, ["ctl", "--mount", root] + arguments)
-        if out.status == 0 { return "ok 0" }
+        if out.status == 0 {
+            let printed = out.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            return "ok " + (printed.isEmpty ? "0" : printed)
+        }
         let name = out.stderr.split(separator: ":").dropFirst().first.map { $0.trimmingCharacters(in: .whitespaces) }
         return "err \(name ?? out.stderr)"
     }

@@ -40,7 +40,8 @@ import Topology
             #expect(Syscall.write(pci.type(4), "identity") == .failed(EPERM))
             #expect(m.ctl("vfio", "attach", "--container", "c2", "4").failure == "EINVAL: vfio attach of group 4 to container c2: Invalid argument")
             try m.ctlOK("vfio", "detach", "4")
-            #expect(m.ctl("vfio", "detach", "4").failure == "ENODEV: vfio detach of group 4: No such device")
+            // vfio_group_ioctl_unset_container: no container is EINVAL.
+            #expect(m.ctl("vfio", "detach", "4").failure == "EINVAL: vfio detach of group 4: Invalid argument")
             #expect(Syscall.write(pci.type(4), "identity") == .ok(8))
         }
     }
@@ -69,6 +70,71 @@ import Topology
             #expect(Syscall.write(pci.driversProbe, D.nic) == .ok(12))
             #expect(pci.driver(of: D.nic) == "vfio-pci")
             try m.ctlOK("vfio", "detach", "4")
+        }
+    }
+
+    @Test("a VFIO user step by step (the transcripts' vfiohold): each ioctl's value or errno, and the group's type while held")
+    func vfioUserSteps() throws {
+        try MountedMachine.with { m in
+            let pci = SysfsPCI(m)
+            #expect(m.ctl("vfio", "open-group", "4").failure == "ENOENT: vfio open of group 4: No such file or directory")
+            #expect(Syscall.write(pci.device(D.nic, "driver_override"), "vfio-pci") == .ok(8))
+            #expect(Syscall.write(pci.driversProbe, D.nic) == .ok(12))
+            try m.ctlOK("vfio", "open-container", "c1")
+            #expect(m.ctl("vfio", "open-container", "c1").failure == "EEXIST: vfio open of container c1: File exists")
+            #expect(try m.ctlOK("vfio", "api-version", "c1") == "0\n")
+            #expect(try m.ctlOK("vfio", "check-extension", "c1", "type1v2") == "1\n")
+            #expect(try m.ctlOK("vfio", "check-extension", "c1", "noiommu") == "0\n")
+            #expect(m.ctl("vfio", "status", "4").failure == "EBADF: VFIO_GROUP_GET_STATUS of group 4: Bad file descriptor")
+            try m.ctlOK("vfio", "open-group", "4")
+            #expect(m.ctl("vfio", "open-group", "4").failure == "EBUSY: vfio open of group 4: Device or resource busy")
+            #expect(try m.ctlOK("vfio", "status", "4") == "viable=1 container_set=0\n")
+            #expect(m.ctl("vfio", "set-iommu", "c1", "type1v2").failure == "EINVAL: VFIO_SET_IOMMU(type1v2) on container c1: Invalid argument")
+            try m.ctlOK("vfio", "attach", "--container", "c1", "4")
+            #expect(try m.ctlOK("vfio", "status", "4") == "viable=1 container_set=1\n")
+            #expect(Syscall.write(pci.type(4), "identity") == .failed(EPERM))
+            #expect(m.ctl("vfio", "get-device-fd", "4", D.nic).failure
+                    == "EINVAL: VFIO_GROUP_GET_DEVICE_FD of 0000:03:00.0 in group 4: Invalid argument")
+            #expect(m.ctl("vfio", "map-dma", "c1", "--iova", "0", "--size", "4096").failure
+                    == "EINVAL: VFIO_IOMMU_MAP_DMA of 4096 bytes at IOVA 0x0 on container c1: Invalid argument")
+            #expect(m.ctl("vfio", "set-iommu", "c1", "noiommu").failure == "ENODEV: VFIO_SET_IOMMU(noiommu) on container c1: No such device")
+            try m.ctlOK("vfio", "set-iommu", "c1", "type1v2")
+            try m.ctlOK("vfio", "map-dma", "c1", "--iova", "0", "--size", "4096")
+            #expect(m.ctl("vfio", "map-dma", "c1", "--iova", "0", "--size", "0x2000").failure
+                    == "EEXIST: VFIO_IOMMU_MAP_DMA of 8192 bytes at IOVA 0x0 on container c1: File exists")
+            #expect(m.ctl("vfio", "map-dma", "c1", "--iova", "0xfee00000", "--size", "4096").failure?.hasPrefix("EINVAL: ") == true)
+            #expect(m.ctl("vfio", "get-device-fd", "4", "0000:00:1c.4").failure
+                    == "ENODEV: VFIO_GROUP_GET_DEVICE_FD of 0000:00:1c.4 in group 4: No such device")
+            try m.ctlOK("vfio", "get-device-fd", "4", D.nic)
+            #expect(try m.dumpState()["vfio_containers"]?.compactText == #"[{"name":"c1","domains":[[4]]}]"#)
+            #expect(m.ctl("vfio", "detach", "4").failure == "EBUSY: vfio detach of group 4: Device or resource busy")
+            try m.ctlOK("vfio", "release", "4")
+            #expect(m.ctl("vfio", "release", "4").failure == "EBADF: vfio release of group 4: Bad file descriptor")
+            #expect(Syscall.write(pci.type(4), "identity") == .ok(8))
+            try m.ctlOK("vfio", "close-container", "c1")
+            #expect(m.ctl("vfio", "api-version", "c1").failure == "EBADF: VFIO_GET_API_VERSION on container c1: Bad file descriptor")
+            #expect(try m.dumpState()["vfio_containers"] == nil)
+        }
+    }
+
+    @Test("a group that is not viable: status says so, SET_CONTAINER gets EPERM, and the group stays as it was")
+    func vfioNotViable() throws {
+        try MountedMachine.with { m in
+            let pci = SysfsPCI(m)
+            // Group 6: the USB controller on vfio-pci, the RTL8139 still on 8139too.
+            #expect(Syscall.write(pci.device(D.usbOHCI, "driver_override"), "vfio-pci") == .ok(8))
+            #expect(Syscall.write(pci.driversProbe, D.usbOHCI) == .ok(12))
+            try #require(pci.driver(of: D.usbOHCI) == "vfio-pci" && pci.driver(of: D.rtl8139) == "8139too")
+            try m.ctlOK("vfio", "open-container", "c1")
+            try m.ctlOK("vfio", "open-group", "6")
+            #expect(try m.ctlOK("vfio", "status", "6") == "viable=0 container_set=0\n")
+            #expect(m.ctl("vfio", "attach", "--container", "c1", "6").failure
+                    == "EPERM: vfio attach of group 6 to container c1: Operation not permitted")
+            #expect(try m.ctlOK("vfio", "status", "6") == "viable=0 container_set=0\n")
+            #expect(m.ctl("vfio", "get-device-fd", "6", D.rtl8139).failure
+                    == "ENODEV: VFIO_GROUP_GET_DEVICE_FD of 0000:05:00.0 in group 6: No such device")
+            try m.ctlOK("vfio", "release", "6")
+            try m.ctlOK("vfio", "close-container", "c1")
         }
     }
 
@@ -269,7 +335,9 @@ import Topology
         try MountedMachine.with { m in
             for arguments in [["inject", "dma-alloc", "ENOMEM"], ["inject", "attach", "ENOPE"],
                               ["inject", "attach", "EIO", "--once", "--always"], ["inject", "attach", "EIO", "--probability", "2"],
-                              ["dma-map", "0000:00:1g.0"], ["trace", "--count", "0"]] {
+                              ["dma-map", "0000:00:1g.0"], ["trace", "--count", "0"],
+                              ["vfio", "check-extension", "c1", "type3"], ["vfio", "set-iommu", "c1", "TYPE1V2"],
+                              ["vfio", "map-dma", "c1", "--iova", "0x", "--size", "4096"], ["vfio", "get-device-fd", "4", "3:0.0"]] {
                 let result = m.ctl(arguments)
                 #expect(result.status == 64, "\(arguments): \(result.stderr)")
             }
