@@ -172,12 +172,11 @@ enum MachineDecoder {
         let fields = try Fields<DeviceKey>(json)
         let sriov = try fields.optional(.sriov, ValueDecoder(sriov))
         let ats = try fields.optional(.ats, .bool) ?? false
-        let classCode = UInt32(try fields.required(.class, .unsigned(bits: 24)))
-        return MachineSpec.DeviceSpec(
+        var spec = MachineSpec.DeviceSpec(
             address: try fields.required(.address, .address),
             vendorID: UInt16(try fields.required(.vendor, .unsigned(bits: 16))),
             deviceID: UInt16(try fields.required(.device, .unsigned(bits: 16))),
-            classCode: classCode,
+            classCode: UInt32(try fields.required(.class, .unsigned(bits: 24))),
             parent: try fields.optional(.parent, .address),
             // Required but nullable: a forgotten key must not silently make a no-IOMMU device.
             unit: try fields.required(.iommu, .nullable(.string)),
@@ -193,8 +192,9 @@ enum MachineDecoder {
             sriov: sriov,
             attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false,
             multifunction: try fields.optional(.multifunction, .bool) ?? true,
-            function: try function(fields, sriov: sriov != nil, ats: ats),
-            resources: try ResourceDecoder.layout(fields, bridge: classCode >> 8 == 0x0604))
+            function: try function(fields, sriov: sriov != nil, ats: ats))
+        spec.resources = try ResourceDecoder.layout(fields, bridge: spec.headerLayout == 1)
+        return spec
     }
 
     /// The config-space keys; nil when none is given and nothing (SR-IOV,
