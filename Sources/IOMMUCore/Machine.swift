@@ -173,6 +173,7 @@ public final class Machine: Sendable {
         if hotAdded {
             subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
         }
+        readResources(device, hotAdded: hotAdded)
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
@@ -248,6 +249,7 @@ public final class Machine: Sendable {
             }
         }
         device.setGroup(nil)
+        releaseResources(device)
         if let group {
             subsystem.events.emit(.deviceRemoved(device.address, group: group.id))
             if emptied { subsystem.events.emit(.groupReleased(group.id)) }
@@ -259,36 +261,57 @@ public final class Machine: Sendable {
     /// description that are missing (and whose bridge is present) come back
     /// in probe order, join their group or a new one with the lowest free
     /// id, and their driver probes again.
-    public func rescan() { rescan(under: "devices/") }
+    public func rescan() {
+        rescanRemove.withLock { _ in
+            let roots = presentBuses.filter { $0.bridge == nil }
+            addMissing(assigning: roots.map { .bus($0) }) { _ in true }
+        }
+    }
 
     /// `dev_rescan_store` (pci-sysfs.c): `pci_rescan_bus(pdev->bus)`, the
     /// bus `device` is on and every bus behind it.
     public func rescan(busOf device: Device) {
         let path = device.sysfsPath
-        rescan(under: String(path[...path.lastIndex(of: "/")!]))
+        let prefix = String(path[...path.lastIndex(of: "/")!])
+        rescanRemove.withLock { _ in
+            addMissing(assigning: buses[PCIBusNumber(of: device.address)].map { [.bus($0)] } ?? []) {
+                $0.sysfsPath.hasPrefix(prefix)
+            }
+        }
     }
 
-    /// `pci_rescan_bus` of the bus whose devices' paths start with `prefix`.
-    func rescan(under prefix: String) {
-        rescanRemove.withLock { _ in addMissing { $0.sysfsPath.hasPrefix(prefix) } }
-    }
-
-    /// The scan of `pci_rescan_bus` with `rescanRemove` held: in probe
-    /// order, each described device that `matches`, is missing, whose
-    /// bridge is present and whose slot was not ejected comes back and its
-    /// driver probes. The secondary bus of a bridge the scan added is
-    /// created (its slots registered) before its first device.
-    func addMissing(_ matches: (DeviceRecord) -> Bool) {
+    /// The scan of a rescan with `rescanRemove` held, in the kernel's three
+    /// steps: in probe order, each described device that `matches`, is
+    /// missing, whose bridge is present and whose slot was not ejected is
+    /// added (`pci_scan_child_bus`); then the new resources are assigned
+    /// as `assignments` say; then the new devices' drivers probe
+    /// (`pci_bus_add_devices`). The secondary bus of a bridge the scan
+    /// added is created (its slots registered) before its first device,
+    /// and its fixup logs once its devices are scanned.
+    func addMissing(assigning assignments: [Assignment], _ matches: (DeviceRecord) -> Bool) {
         var newBridges: Set<PCIAddress> = []
+        var scanning: Device?
+        var added: [Device] = []
         for record in catalog where matches(record) {
-            if let parent = record.spec.parent, newBridges.remove(parent) != nil { addBus(secondaryBus(of: parent)!) }
+            if let bridge = scanning, record.spec.parent != bridge.address {
+                logBusFixup(bridge)
+                scanning = nil
+            }
+            if let parent = record.spec.parent, newBridges.remove(parent) != nil {
+                addBus(secondaryBus(of: parent)!)
+                scanning = device(at: parent)
+            }
             guard device(at: record.spec.address) == nil, !isEjected(record) else { continue }
             if let parent = record.spec.parent, device(at: parent) == nil { continue }
             guard let (device, group, isNew) = try? join(record, hotAdded: true) else { continue }
             if secondaryBus(of: device.address) != nil { newBridges.insert(device.address) }
             finishHotAdd(device, group, isNew)
-            _ = probe(device)
+            added.append(device)
         }
+        if let bridge = scanning { logBusFixup(bridge) }
+        guard !added.isEmpty else { return }
+        assignments.forEach(assign)
+        for device in added { _ = probe(device) }
     }
 
     /// The rest of `iommu_probe_device` for a hot-added device: a new group

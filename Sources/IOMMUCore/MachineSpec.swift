@@ -44,6 +44,9 @@ public struct MachineSpec: Sendable {
         /// Config-space facts (PCIe port type, capabilities, revision...);
         /// nil: `PCIFunctionSpec.conventional`.
         @OutOfLine public var function: PCIFunctionSpec?
+        /// BARs, ROM and bridge windows as the firmware left them; nil: not
+        /// described (the `resource` lines read as unassigned).
+        @OutOfLine public var resources: PCIResourceLayout?
 
         public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                     parent: PCIAddress? = nil, unit: String?, group: String, driver: String? = nil,
@@ -51,7 +54,7 @@ public struct MachineSpec: Sendable {
                     reservedRegions: [ReservedRegion] = [], nativeDriver: String? = nil, ats: Bool = false,
                     resetMethods: [String]? = nil, resetDuration: Duration = .milliseconds(100),
                     sriov: SRIOVSpec? = nil, physicalFunction: PCIAddress? = nil, attachDeferred: Bool = false,
-                    multifunction: Bool = true, function: PCIFunctionSpec? = nil) {
+                    multifunction: Bool = true, function: PCIFunctionSpec? = nil, resources: PCIResourceLayout? = nil) {
             self.address = address
             self.vendorID = vendorID
             self.deviceID = deviceID
@@ -74,6 +77,7 @@ public struct MachineSpec: Sendable {
             self.attachDeferred = attachDeferred
             self.multifunction = multifunction
             self.function = function
+            self.resources = resources
         }
     }
 

@@ -34,6 +34,11 @@ public final class PCIBus: Sendable {
     public let sysfsPath: String
     /// The hot-plug slots on the bus, by device number.
     public let slots: [HotplugSlot]
+    /// The resources of the functions on this bus (a leaf lock; see
+    /// Machine+Resources.swift): one lock per bus, so reading a device's
+    /// `resource` never waits on another bus, and placing a bus's new
+    /// resources takes it once.
+    let placements = Mutex<[PCIAddress: PlacedResources]>([:])
 
     init(number: PCIBusNumber, bridge: PCIAddress?, parentPath: String, slots: [HotplugSlot]) {
         self.number = number
@@ -191,7 +196,14 @@ extension Machine {
     /// every bus behind it (for an empty secondary bus,
     /// `pci_rescan_bus_bridge_resize` of its bridge: the same scan).
     public func rescan(bus: PCIBus) {
-        rescan(under: bus.parentPath + "/")
+        let prefix = bus.parentPath + "/"
+        rescanRemove.withLock { _ in
+            let bridge = bus.bridge.flatMap { device(at: $0) }
+            let empty = !devices.contains { PCIBusNumber(of: $0.address) == bus.number }
+            addMissing(assigning: [bridge.map { empty ? .bridge($0) : .bus(bus) } ?? .bus(bus)]) {
+                $0.sysfsPath.hasPrefix(prefix)
+            }
+        }
     }
 
     /// A bus that a rescan creates behind a bridge it added: its slots
@@ -204,6 +216,7 @@ extension Machine {
     /// `pci_remove_bus` → `pcibios_remove_bus` (`acpiphp_remove_slots`),
     /// once the bus's devices are gone.
     func removeBus(_ bus: PCIBus) {
+        logBusNumbersReleased(bus)
         for slot in bus.slots { log.append("acpiphp: Slot [\(slot.name)] unregistered") }
         observer?.busRemoved(bus)
     }
@@ -242,7 +255,8 @@ extension Machine {
         rescanRemove.withLock { _ in
             guard !slot.isEnabled else { return }
             let roots = catalog.filter { slot.spec.holds($0.spec.address) }.map { $0.sysfsPath + "/" }
-            addMissing { record in
+            let bridge = buses[slot.spec.bus]?.bridge.flatMap { device(at: $0) }
+            addMissing(assigning: bridge.map { [.bridge($0)] } ?? []) { record in
                 slot.spec.holds(record.spec.address) || roots.contains { record.sysfsPath.hasPrefix($0) }
             }
             let bus = slot.spec.bus

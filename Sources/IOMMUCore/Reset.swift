@@ -22,6 +22,7 @@ extension Machine {
             }
             sleep(for: device.resetDuration)
             fenced?.finishReset(device)
+            if secondaryBus(of: device.address) != nil { clearRegisters(below: device) }
             return nil
         }
     }

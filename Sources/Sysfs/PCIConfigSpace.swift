@@ -88,6 +88,9 @@ final class PCIConfigSpace: Sendable {
         if device.enableCount > 0 { command |= 0x0002 }
         if device.driver?.enablesDevice == true { command |= 0x0004 }
         bytes.put16(command, at: 0x04)
+        for (resource, base) in machine.registerContents(of: device) {
+            Self.putRegister(resource, base, layout: device.record.spec.headerLayout, into: &bytes)
+        }
         if let sriov = sriovOffset(in: bytes) {
             // PCI_SRIOV_CTRL: VF Enable and VF MSE while VFs exist; NumVFs.
             let count = device.virtualFunctions.count
@@ -97,6 +100,39 @@ final class PCIConfigSpace: Sendable {
             bytes.put16(UInt16(count), at: sriov + 0x10)
         }
         return bytes
+    }
+
+    /// A BAR (0x10 + 4n: the base with the type bits decode_bar reads;
+    /// a 64-bit BAR's upper half in the next), the ROM (0x30, type 0;
+    /// 0x38 on a bridge) or a window (I/O 0x1c/0x30, memory 0x20,
+    /// prefetchable 0x24/0x28) as the hardware holds it.
+    private static func putRegister(_ resource: PCIResourceSpec, _ base: UInt64, layout: UInt8, into bytes: inout [UInt8]) {
+        let end = base &+ resource.size &- 1
+        switch resource.index {
+        case PCIResourceSpec.romIndex:
+            bytes.put32(UInt32(truncatingIfNeeded: base), at: layout == 1 ? 0x38 : 0x30)
+        case PCIResourceSpec.ioWindowIndex:
+            bytes[0x1c] = UInt8(truncatingIfNeeded: base >> 8) & 0xf0
+            bytes[0x1d] = UInt8(truncatingIfNeeded: end >> 8) & 0xf0
+            bytes.put16(UInt16(truncatingIfNeeded: base >> 16), at: 0x30)
+            bytes.put16(UInt16(truncatingIfNeeded: end >> 16), at: 0x32)
+        case PCIResourceSpec.memoryWindowIndex:
+            bytes.put16(UInt16(truncatingIfNeeded: base >> 16) & 0xfff0, at: 0x20)
+            bytes.put16(UInt16(truncatingIfNeeded: end >> 16) & 0xfff0, at: 0x22)
+        case PCIResourceSpec.prefetchableWindowIndex:
+            let type: UInt16 = resource.is64Bit ? 0x1 : 0
+            bytes.put16(UInt16(truncatingIfNeeded: base >> 16) & 0xfff0 | type, at: 0x24)
+            bytes.put16(UInt16(truncatingIfNeeded: end >> 16) & 0xfff0 | type, at: 0x26)
+            if resource.is64Bit {
+                bytes.put32(UInt32(truncatingIfNeeded: base >> 32), at: 0x28)
+                bytes.put32(UInt32(truncatingIfNeeded: end >> 32), at: 0x2c)
+            }
+        default:
+            let offset = 0x10 + 4 * resource.index
+            let low = UInt32(truncatingIfNeeded: base) | UInt32(truncatingIfNeeded: resource.flags & 0xf)
+            bytes.put32(low, at: offset)
+            if resource.is64Bit { bytes.put32(UInt32(truncatingIfNeeded: base >> 32), at: offset + 4) }
+        }
     }
 
     /// Where the SR-IOV capability is, walking the extended list.

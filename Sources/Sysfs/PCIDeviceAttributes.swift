@@ -19,7 +19,8 @@ extension MachineTree {
         constantAttribute("revision", in: dir, "0x" + hexDigits(facts.revision, 2) + "\n")
         constantAttribute("irq", in: dir, "\(facts.irq)\n")
         constantAttribute("modalias", in: dir, Self.modalias(spec) + "\n")
-        constantAttribute("resource", in: dir, Self.unassignedResources(bridge: spec.headerLayout == 1))
+        tree.makeAttribute("resource", in: dir, permissions: 0o444,
+                           show: { [machine] in .success(Array(machine.resourceText(of: device).utf8)) }, store: nil)
         tree.makeAttribute("enable", in: dir, permissions: 0o644,
                            show: { .success(Array("\(device.enableCount)\n".utf8)) },
                            store: { [machine] buffer, caller in
@@ -63,15 +64,6 @@ extension MachineTree {
             + hexDigits(facts.subsystemDevice, 4).uppercased() + "\n"
         text += "PCI_SLOT_NAME=" + device.address.description + "\n"
         return text + "MODALIAS=" + modalias(spec) + "\n"
-    }
-
-    /// `resource_show` with no resource assigned (the description has no
-    /// BARs): one all-zero `start end flags` line per resource, 13 for a
-    /// function (`PCI_BRIDGE_RESOURCES`: 6 BARs, the ROM, 6 VF BARs) and
-    /// 17 for a bridge (`DEVICE_COUNT_RESOURCE`: plus 4 windows).
-    static func unassignedResources(bridge: Bool) -> String {
-        let zero = "0x0000000000000000"
-        return String(repeating: zero + " " + zero + " " + zero + "\n", count: bridge ? 17 : 13)
     }
 
     /// `sriov_vf_msix_count_store` (drivers/pci/iov.c): EINVAL unless a

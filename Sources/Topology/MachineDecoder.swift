@@ -31,6 +31,7 @@ enum DeviceKey: String, CaseIterable {
     case sriov, attachDeferred = "attach_deferred", multifunction
     case pcieType = "pcie_type", revision, subsystemVendor = "subsystem_vendor", subsystemDevice = "subsystem_device"
     case irq, acs, pcieSlot = "pcie_slot", capabilities, extendedCapabilities = "extended_capabilities"
+    case bars, rom, windows
 }
 
 /// `pcie_slot`: a port's Slot Capabilities (not a hot-plug driver's slot, `slots[]`).
@@ -171,7 +172,7 @@ enum MachineDecoder {
         let fields = try Fields<DeviceKey>(json)
         let sriov = try fields.optional(.sriov, ValueDecoder(sriov))
         let ats = try fields.optional(.ats, .bool) ?? false
-        return MachineSpec.DeviceSpec(
+        var spec = MachineSpec.DeviceSpec(
             address: try fields.required(.address, .address),
             vendorID: UInt16(try fields.required(.vendor, .unsigned(bits: 16))),
             deviceID: UInt16(try fields.required(.device, .unsigned(bits: 16))),
@@ -192,6 +193,8 @@ enum MachineDecoder {
             attachDeferred: try fields.optional(.attachDeferred, .bool) ?? false,
             multifunction: try fields.optional(.multifunction, .bool) ?? true,
             function: try function(fields, sriov: sriov != nil, ats: ats))
+        spec.resources = try ResourceDecoder.layout(fields, bridge: spec.headerLayout == 1)
+        return spec
     }
 
     /// The config-space keys; nil when none is given and nothing (SR-IOV,

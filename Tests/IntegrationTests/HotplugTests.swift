@@ -327,4 +327,30 @@ final class OpenFile {
             #expect(Syscall.write(nvme + "reset", "1") == .ok(1))
         }
     }
+
+    @Test("a bridge reset clears the BARs behind it: the rescan reads 0, assigns the window's first place and programs the port")
+    func barsAfterBridgeReset() throws {
+        try MountedMachine.with(arguments: Self.arguments) { m in
+            let nvme = m.path("bus/pci/devices/0000:04:00.0/")
+            #expect(Syscall.text(nvme + "resource")?.hasPrefix("0x00000000fce00000 0x00000000fce03fff 0x0000000000140204\n") == true)
+            #expect(Syscall.write(m.path("bus/pci/drivers/nvme/unbind"), "0000:04:00.0") == .ok(12))
+            #expect(Syscall.write(m.path("bus/pci/devices/0000:02:01.0/reset"), "1") == .ok(1))
+            // The kernel's resource stays; the hardware's register is gone.
+            #expect(Syscall.text(nvme + "resource")?.hasPrefix("0x00000000fce00000 ") == true)
+            #expect(Syscall.bytes(nvme + "config").map { Array($0[0x10..<0x18]) } == [0x04, 0, 0, 0, 0, 0, 0, 0])
+            _ = run(MountedMachine.binary, ["ctl", "--mount", m.root, "dmesg", "--clear"])
+            #expect(Syscall.write(nvme + "remove", "1") == .ok(1))
+            #expect(Syscall.write(m.path("class/pci_bus/0000:04/rescan"), "1") == .ok(1))
+            let log = run(MountedMachine.binary, ["ctl", "--mount", m.root, "dmesg"]).stdout
+            let lines = log.split(separator: "\n").map { $0.split(separator: "] ", maxSplits: 1).last.map(String.init) ?? "" }
+            #expect(lines.filter { $0.contains("BAR") || $0.contains("bridge") } == [
+                "pci 0000:04:00.0: BAR 0 [mem 0x00000000-0x00003fff 64bit]",
+                "pci 0000:04:00.0: BAR 0 [mem 0xfce00000-0xfce03fff 64bit]: assigned",
+                "pcieport 0000:02:01.0: PCI bridge to [bus 04]",
+                "pcieport 0000:02:01.0:   bridge window [mem 0xfce00000-0xfcffffff]",
+                "pcieport 0000:02:01.0:   bridge window [mem 0xfde00000-0xfdffffff 64bit pref]",
+            ], "\(log)")
+            #expect(Syscall.bytes(nvme + "config").map { Array($0[0x10..<0x14]) } == [0x04, 0x00, 0xe0, 0xfc])
+        }
+    }
 }

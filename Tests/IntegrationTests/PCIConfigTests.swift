@@ -106,6 +106,38 @@ import Testing
             #expect(out.stdout.contains("Bus: primary=00, secondary=07, subordinate=07"))
             #expect(out.stdout.contains("Access Control Services"))
             #expect(out.stdout.contains("Kernel driver in use: pcieport"))
+            #expect(out.stdout.contains("I/O behind bridge: d000-dfff"), "\(out.stdout)")
+            #expect(out.stdout.contains("Memory behind bridge: fd600000-fd6fffff"))
+            let nic = IntegrationTests.run("/usr/bin/lspci", ["-A", "linux-sysfs", "-O", "sysfs.path=" + m.path("bus/pci"),
+                                                              "-s", "07:00.0", "-vv"])
+            #expect(nic.stdout.contains("Region 0: Memory at fd640000 (32-bit, non-prefetchable) [size=128K]"), "\(nic.stdout)")
+            #expect(nic.stdout.contains("Region 2: I/O ports at d000 [disabled] [size=32]"))
+            #expect(nic.stdout.contains("Expansion ROM at fd600000 [disabled] [size=256K]"))
+            let virtio = IntegrationTests.run("/usr/bin/lspci", ["-A", "linux-sysfs", "-O", "sysfs.path=" + m.path("bus/pci"),
+                                                                 "-s", "08:00.0", "-vv"])
+            #expect(virtio.stdout.contains("Region 4: Memory at fe400000 (64-bit, prefetchable) [size=16K]"), "\(virtio.stdout)")
+        }
+    }
+
+    @Test("resource: start, end and flags of each BAR, ROM and window (resource_show, decode_bar)")
+    func resources() throws {
+        try MountedMachine.with(arguments: Self.alt) { m in
+            let lines = Syscall.text(m.path("bus/pci/devices/0000:06:00.1/resource"))?.split(separator: "\n") ?? []
+            try #require(lines.count == 13)
+            #expect(lines[0] == "0x0000000000000000 0x0000000000000000 0x0000000000000000")
+            #expect(lines[1] == "0x00000000fd948000 0x00000000fd948fff 0x0000000000040200")
+            #expect(lines[4] == "0x00000000fe800000 0x00000000fe803fff 0x000000000014220c")
+            #expect(lines[6] == "0x00000000fd840000 0x00000000fd87ffff 0x0000000000046200")
+            let io = Syscall.text(m.path("bus/pci/devices/0000:09:00.0/resource"))?.split(separator: "\n") ?? []
+            #expect(io.count == 13 && io[1] == "0x000000000000c000 0x000000000000c0ff 0x0000000000040101")
+            let bridge = Syscall.text(m.path("bus/pci/devices/0000:00:06.0/resource"))?.split(separator: "\n") ?? []
+            try #require(bridge.count == 17)
+            #expect(bridge[13] == "0x000000000000c000 0x000000000000cfff 0x0000000000000100")
+            #expect(bridge[14] == "0x00000000fd200000 0x00000000fd3fffff 0x0000000000000200")
+            #expect(bridge[15] == "0x00000000fe200000 0x00000000fe3fffff 0x0000000000102201")
+            // A function without described resources reads as unassigned.
+            #expect(Syscall.text(m.path("bus/pci/devices/0000:05:00.0/resource"))
+                == String(repeating: "0x0000000000000000 0x0000000000000000 0x0000000000000000\n", count: 13))
         }
     }
 }

@@ -35,7 +35,17 @@ let badDocuments: [BadDocument] = [
                 message: #"t.json: devices[0]: unknown key "drvier" (expected one of: address, vendor, device, class, "#
                     + "parent, iommu, group, driver, def_domain_type, untrusted, reserved_regions, "
                     + "native_driver, ats, reset_methods, reset_ms, sriov, attach_deferred, multifunction, pcie_type, "
-                    + "revision, subsystem_vendor, subsystem_device, irq, acs, pcie_slot, capabilities, extended_capabilities)"),
+                    + "revision, subsystem_vendor, subsystem_device, irq, acs, pcie_slot, capabilities, extended_capabilities, "
+                    + "bars, rom, windows)"),
+    BadDocument(name: "a BAR base not aligned to its size",
+                json: D.machine(devices: [D.device("00:02.0", more: #""bars": [ { "index": 0, "type": "mem", "base": "0xfd001000", "size": "0x4000" } ]"#)]),
+                message: "t.json: devices[0].bars[0].base: the base is not aligned to the size"),
+    BadDocument(name: "a 64-bit BAR overlapping the next",
+                json: D.machine(devices: [D.device("00:02.0", more: #""bars": [ { "index": 0, "type": "mem", "64bit": true, "base": "0xfd000000", "size": "0x4000" }, { "index": 1, "type": "io", "base": "0xc000", "size": "0x20" } ]"#)]),
+                message: "t.json: devices[0].bars: BAR 1 is described twice (a 64-bit BAR also takes the next one)"),
+    BadDocument(name: "windows on an endpoint",
+                json: D.machine(devices: [D.device("00:02.0", more: #""windows": { "mem": { "base": "0xfd000000", "limit": "0xfd0fffff" } }"#)]),
+                message: "t.json: devices[0].windows: only a PCI-to-PCI bridge (class 0x0604) has windows"),
     BadDocument(name: "sriov capability without the sriov key",
                 json: D.machine(devices: [D.device("00:02.0", more: #""pcie_type": "endpoint", "extended_capabilities": ["sriov"]"#)]),
                 message: "t.json: devices[0].extended_capabilities: lists sriov without the key that describes it"),
