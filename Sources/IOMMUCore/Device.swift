@@ -97,7 +97,12 @@ public final class Device: Sendable {
     func setGroup(_ group: IOMMUGroup?) { groupRef.withLock { $0 = group } }
 
     /// `dev_printk` prefix: the bound driver's name, else the bus name.
-    var logPrefix: String { (driver?.name ?? "pci") + " " + address.description + ": " }
+    var logPrefix: String { String(concatenating: driver?.name ?? "pci", " ", address.description, ": ") }
+
+    /// A `dev_printk` line: the prefix, then `message`.
+    func logLine(_ message: String) -> String {
+        String(concatenating: driver?.name ?? "pci", " ", address.description, ": ", message)
+    }
 }
 
 /// What `Device.lock` protects.
@@ -128,10 +133,12 @@ public final class DeviceRecord: Sendable {
 
     public init(spec: MachineSpec.DeviceSpec, sysfsPath: String) {
         var spec = spec
-        var sorted: [ReservedRegion] = []
-        for region in spec.reservedRegions { ReservedRegion.insert(region, into: &sorted) }
-        // Keep the description's storage when it was already in kernel order.
-        if sorted != spec.reservedRegions { spec.reservedRegions = sorted }
+        if spec.reservedRegions.count > 1 {
+            var sorted: [ReservedRegion] = []
+            for region in spec.reservedRegions { ReservedRegion.insert(region, into: &sorted) }
+            // Keep the description's storage when it was already in kernel order.
+            if sorted != spec.reservedRegions { spec.reservedRegions = sorted }
+        }
         self.spec = spec
         self.sysfsPath = sysfsPath
     }

@@ -345,8 +345,9 @@ public final class Machine: Sendable {
             let first = result.count
             for index in sorted {
                 let address = devices[index].address
-                let base = path ?? "devices/" + address.rootBusName
-                result.append(DeviceRecord(spec: devices[index], sysfsPath: base + "/" + address.description))
+                let sysfsPath = path.map { String(concatenating: $0, "/", address.description) }
+                    ?? String(concatenating: "devices/", address.rootBusName, "/", address.description)
+                result.append(DeviceRecord(spec: devices[index], sysfsPath: sysfsPath))
             }
             for (index, position) in zip(sorted, first...) {
                 if let below = children[devices[index].address] { addBus(below, under: result[position].sysfsPath) }
@@ -373,7 +374,7 @@ extension IOMMUGroup {
             s.devices.append(.init(device: device, attached: nil, attachDeferred: device.attachDeferred))
         }
         device.setGroup(self)
-        subsystem.log.append(device.logPrefix + "Adding to iommu group \(id)")
+        subsystem.log.append(device.logLine("Adding to iommu group " + String(id)))
     }
 
     /// `iommu_setup_default_domain(group, 0)` for a group that has just been

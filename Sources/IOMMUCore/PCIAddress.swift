@@ -43,7 +43,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     }
 
     /// The root bus directory name under /sys/devices, e.g. `pci0000:00`.
-    public var rootBusName: String { "pci" + hexDigits(domain, 4) + ":" + hexDigits(bus, 2) }
+    public var rootBusName: String { String(concatenating: "pci", hexDigits(domain, 4), ":", hexDigits(bus, 2)) }
 
     public static func < (a: PCIAddress, b: PCIAddress) -> Bool {
         (a.domain, a.bus, a.device, a.function) < (b.domain, b.bus, b.device, b.function)
