@@ -87,19 +87,24 @@ BENCH_OUT     ?= $(BENCH_DIR)/results-$(BENCH_STAMP)
 BENCH_MODE     = $(if $(QUICK),--quick,--rounds 5 --reps 2 --min-ms 200 --big-repeats 3)
 BENCH_BIGMODE  = $(if $(QUICK),--rounds 2 --reps 1 --min-ms 100,--rounds 5 --reps 2 --min-ms 200)
 
-# serve.sh CLIENT BIN TOPOLOGY MNT [mount flags]: mounts iommufs on MNT.sysfs,
+# serve.sh BIN TOPOLOGY MNT [mount flags]: mounts iommufs on MNT.sysfs,
 # binds its kernel/iommu_groups over MNT, and unmounts MNT.sysfs once MNT is
 # unmounted, so that the daemon (this process, after exec) exits like the
-# anchors' filesystems do. Waits block (findmnt --poll), so that nothing
-# competes with the measured processes for the pinned CPU.
+# anchors' filesystems do. Waits block (findmnt --poll; the bind mount's
+# lookup waits for the daemon to answer), so that nothing competes with the
+# measured processes for the pinned CPU.
 define BENCH_SERVE_SH
 #!/bin/sh
-bench=$$1 bin=$$2 topology=$$3 mnt=$$4; shift 4
+bin=$$1 topology=$$2 mnt=$$3; shift 3
 root=$$mnt.sysfs
 mkdir -p "$$root"
 (
     exec </dev/null >/dev/null 2>&1
-    "$$bench" waitfor "$$root/kernel/iommu_groups/0" 60000 || exit 1
+    tries=0
+    until mountpoint -q "$$root"; do
+        tries=$$((tries + 1)); [ $$tries -le 60 ] || exit 1
+        findmnt --poll=mount --first-only --mountpoint "$$root" --timeout 1000 >/dev/null
+    done
     mount --bind "$$root/kernel/iommu_groups" "$$mnt" || exit 1
     while mountpoint -q "$$mnt"; do
         findmnt --poll=umount --first-only --mountpoint "$$mnt" --timeout 2000
@@ -193,7 +198,7 @@ bench: deps
 		f=$(BENCH_DIR)/machine-$$g.json; [ -s $$f ] && [ $$f -nt $$bin ] || $$bin generate --groups $$g --devices-per-group 2 > $$f; \
 	done
 	@bin=$$($(SWIFT) build -c release --show-bin-path)/iommufs; here=$$(pwd); \
-	serve="$$here/$(BENCH_DIR)/serve.sh $$here/$(BENCH_FARM)/build/bench $$bin $$here/$(BENCH_DIR)/machine-{G}.json {MNT}"; \
+	serve="$$here/$(BENCH_DIR)/serve.sh $$bin $$here/$(BENCH_DIR)/machine-{G}.json {MNT}"; \
 	extra=(--extra "iommufs=$$serve"); \
 	$(if $(BENCH_ST),extra+=(--extra "iommufs-st=$$serve --single-threaded");) \
 	$(if $(BENCH_EXTRA),extra+=(--extra '$(BENCH_EXTRA)');) \
