@@ -104,13 +104,39 @@ struct ReplayReport {
     }
 }
 
+/// What both replays share: the report, the mount, the line being replayed
+/// and the `ls -lan` listing being compared with `ls-la` lines.
+protocol TranscriptReplay {
+    var mount: MountedMachine { get }
+    var lines: [TranscriptLine] { get }
+    var index: Int { get }
+    var report: ReplayReport { get set }
+    var lsLaReplay: LsLaReplay { get set }
+}
+
+extension TranscriptReplay {
+    mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
+
+    mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
+        report.compare(line, expected: expected, actual: actual)
+    }
+
+    /// `relative` under the mount.
+    func p(_ relative: String) -> String { mount.path(relative) }
+
+    mutating func lsLa(_ line: TranscriptLine) {
+        let observed = lsLaReplay.observe(lines, at: index, on: mount)
+        compare(line, expected: observed.expected, actual: observed.actual)
+    }
+}
+
 /// Performs each transcript step on the mount, in order, keeping the
 /// machine in the state the guest was in.
-struct Replay {
+struct Replay: TranscriptReplay {
     let mount: MountedMachine
     let lines: [TranscriptLine]
     var report = ReplayReport()
-    private var index = 0
+    private(set) var index = 0
     /// The group a `vfio case=` line names: the target of `vfiohold` steps.
     private var vfioGroup: String?
     /// How many `vfiohold` users have opened a container (each its own).
@@ -124,7 +150,7 @@ struct Replay {
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
     var kernelLog: KernelLogComparison?
     /// The `ls -lan` listing being compared with `ls-la` lines.
-    private var lsLaReplay = LsLaReplay()
+    var lsLaReplay = LsLaReplay()
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -151,22 +177,8 @@ struct Replay {
         kernelLog?.close()
     }
 
-    // MARK: bookkeeping
-
-    private mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
-
-    private mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
-        report.compare(line, expected: expected, actual: actual)
-    }
-
     // MARK: the mount
 
-    private func p(_ relative: String) -> String { mount.path(relative) }
-
-    private mutating func lsLa(_ line: TranscriptLine) {
-        let observed = lsLaReplay.observe(lines, at: index, on: mount)
-        compare(line, expected: observed.expected, actual: observed.actual)
-    }
     private func typePath(_ group: String) -> String { p("kernel/iommu_groups/\(group)/type") }
 
     private func type(_ group: String) -> String { mount.typeAsTranscribed(group) }
@@ -698,18 +710,18 @@ extension MountedMachine {
 /// Each driver-core step is the same sysfs write through the mount. Steps
 /// the mount cannot perform (config space, NVMe admin commands) are
 /// skipped with the reason.
-struct AltPCIReplay {
+struct AltPCIReplay: TranscriptReplay {
     let mount: MountedMachine
     let lines: [TranscriptLine]
     var report = ReplayReport()
-    private var index = 0
+    private(set) var index = 0
     static let notPresented = "file the mount does not present"
     /// Descriptors opened before a removal (`fd` lines), by target and direction.
     private var fds: [String: Int32] = [:]
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
     var kernelLog: KernelLogComparison?
     /// The `ls -lan` listing being compared with `ls-la` lines.
-    private var lsLaReplay = LsLaReplay()
+    var lsLaReplay = LsLaReplay()
 
     init(mount: MountedMachine, lines: [TranscriptLine]) {
         self.mount = mount
@@ -733,22 +745,8 @@ struct AltPCIReplay {
         for fd in fds.values where fd >= 0 { close(fd) }
     }
 
-    // MARK: bookkeeping
-
-    private mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
-
-    private mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
-        report.compare(line, expected: expected, actual: actual)
-    }
-
     // MARK: the mount
 
-    private func p(_ relative: String) -> String { mount.path(relative) }
-
-    private mutating func lsLa(_ line: TranscriptLine) {
-        let observed = lsLaReplay.observe(lines, at: index, on: mount)
-        compare(line, expected: observed.expected, actual: observed.actual)
-    }
     private func sys(_ sysPath: String) -> String { p(String(sysPath.dropFirst(5))) }
     private func dev(_ d: String, _ file: String) -> String { p("bus/pci/devices/\(d)/\(file)") }
 
