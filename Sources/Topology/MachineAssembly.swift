@@ -201,10 +201,15 @@ struct MachineAssembly {
             }
             table[driver.name] = driver
         }
+        // Drivers only named by devices manage no DMA. (No array per device:
+        // a big machine has 100,000.)
+        func declare(_ name: String?) {
+            if let name, table[name] == nil { table[name] = PCIDriver(name: name, managesDMA: false) }
+        }
         for device in devices {
-            for name in [device.driver, device.nativeDriver, device.sriov?.vfDriver].compactMap({ $0 }) where table[name] == nil {
-                table[name] = PCIDriver(name: name, managesDMA: false)
-            }
+            declare(device.driver)
+            declare(device.nativeDriver)
+            declare(device.sriov?.vfDriver)
         }
         return table.values.sorted { $0.name < $1.name }
     }

@@ -2,29 +2,35 @@ import IOMMUCore
 import SystemPackage
 
 // The keys of each object of the format; raw values are the document's spellings.
-enum RootKey: String, CaseIterable {
+enum RootKey: String, FieldKey {
+    static let byName = nameTable()
     case kernel, iommuUnits = "iommu_units", drivers, devices, state, profile, slots
 }
 
-enum KernelKey: String, CaseIterable {
+enum KernelKey: String, FieldKey {
+    static let byName = nameTable()
     case commandLine = "command_line", configDefault = "config_default", memoryEncryption = "memory_encryption"
 }
 
-enum UnitKey: String, CaseIterable {
+enum UnitKey: String, FieldKey {
+    static let byName = nameTable()
     case name, family, domainTypes = "domain_types", deferredFlush = "deferred_flush"
     case unsupportedTypeErrno = "unsupported_type_errno", forcesStrict = "forces_strict"
     case pciFunction = "pci_function", reservedRegions = "reserved_regions", registers
 }
 
-enum RegistersKey: String, CaseIterable {
+enum RegistersKey: String, FieldKey {
+    static let byName = nameTable()
     case address, cap, ecap, version
 }
 
-enum DriverKey: String, CaseIterable {
+enum DriverKey: String, FieldKey {
+    static let byName = nameTable()
     case name, managesDMA = "manages_dma"
 }
 
-enum DeviceKey: String, CaseIterable {
+enum DeviceKey: String, FieldKey {
+    static let byName = nameTable()
     case address, vendor, device, `class`, parent, iommu, group, driver
     case defDomainType = "def_domain_type", untrusted, reservedRegions = "reserved_regions"
     case nativeDriver = "native_driver", ats, resetMethods = "reset_methods", resetMilliseconds = "reset_ms"
@@ -35,16 +41,19 @@ enum DeviceKey: String, CaseIterable {
 }
 
 /// `pcie_slot`: a port's Slot Capabilities (not a hot-plug driver's slot, `slots[]`).
-enum PCIeSlotKey: String, CaseIterable {
+enum PCIeSlotKey: String, FieldKey {
+    static let byName = nameTable()
     case number, hotplug
 }
 
-enum SRIOVKey: String, CaseIterable {
+enum SRIOVKey: String, FieldKey {
+    static let byName = nameTable()
     case totalVFs = "total_vfs", offset, stride, vfDevice = "vf_device", vfDriver = "vf_driver"
     case driversAutoprobe = "drivers_autoprobe"
 }
 
-enum RegionKey: String, CaseIterable {
+enum RegionKey: String, FieldKey {
+    static let byName = nameTable()
     case start, end, type
 }
 

@@ -50,28 +50,34 @@ struct MachineState: Sendable {
     var iommufd: [IOMMUFDContext]
 }
 
-enum StateKey: String, CaseIterable {
+enum StateKey: String, FieldKey {
+    static let byName = nameTable()
     case groups, devices, drivers, vfioContainers = "vfio_containers", iommufd
 }
 
-enum GroupStateKey: String, CaseIterable {
+enum GroupStateKey: String, FieldKey {
+    static let byName = nameTable()
     case id, devices, type
 }
 
-enum DeviceStateKey: String, CaseIterable {
+enum DeviceStateKey: String, FieldKey {
+    static let byName = nameTable()
     case address, driver, driverOverride = "driver_override", resetMethods = "reset_methods"
     case driversAutoprobe = "drivers_autoprobe", numVFs = "num_vfs", dmaMapped = "dma_mapped"
 }
 
-enum DriverStateKey: String, CaseIterable {
+enum DriverStateKey: String, FieldKey {
+    static let byName = nameTable()
     case name, newIDs = "new_ids"
 }
 
-enum ContainerKey: String, CaseIterable {
+enum ContainerKey: String, FieldKey {
+    static let byName = nameTable()
     case name, domains
 }
 
-enum IOMMUFDKey: String, CaseIterable {
+enum IOMMUFDKey: String, FieldKey {
+    static let byName = nameTable()
     case context, devices
 }
 

@@ -1,22 +1,26 @@
 import IOMMUCore
 
 /// `bars[]` entries.
-enum BARKey: String, CaseIterable {
+enum BARKey: String, FieldKey {
+    static let byName = nameTable()
     case index, type, is64Bit = "64bit", prefetchable, base, size
 }
 
 /// `rom`: the expansion ROM BAR.
-enum ROMKey: String, CaseIterable {
+enum ROMKey: String, FieldKey {
+    static let byName = nameTable()
     case base, size
 }
 
 /// `windows`: a bridge's forwarding windows.
-enum WindowsKey: String, CaseIterable {
+enum WindowsKey: String, FieldKey {
+    static let byName = nameTable()
     case io, mem, prefmem
 }
 
 /// One window: inclusive base and limit.
-enum WindowKey: String, CaseIterable {
+enum WindowKey: String, FieldKey {
+    static let byName = nameTable()
     case base, limit, is64Bit = "64bit"
 }
 

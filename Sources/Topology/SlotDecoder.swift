@@ -1,6 +1,7 @@
 import IOMMUCore
 
-enum SlotKey: String, CaseIterable {
+enum SlotKey: String, FieldKey {
+    static let byName = nameTable()
     case name, address, driver
     case linkActiveReporting = "link_active_reporting", maxBusSpeed = "max_bus_speed", curBusSpeed = "cur_bus_speed"
 }
