@@ -27,17 +27,14 @@ struct MachineAssembly {
                                            registers: unit.registers))
         }
         var specs = devices
-        // Equal lists share one array: most devices of a big machine have
-        // just their unit's regions, and an array per device adds up.
-        var sharedRegions: [[ReservedRegion]: [ReservedRegion]] = [:]
         for index in specs.indices {
             guard let name = specs[index].unit, let unit = unitsByName[name] else { continue }
-            let regions = specs[index].reservedRegions + units[unit].reservedRegions
-            if let shared = sharedRegions[regions] {
-                specs[index].reservedRegions = shared
+            // A device without regions of its own shares its unit's array:
+            // most devices of a big machine, and an array each adds up.
+            if specs[index].reservedRegions.isEmpty {
+                specs[index].reservedRegions = units[unit].reservedRegions
             } else {
-                sharedRegions[regions] = regions
-                specs[index].reservedRegions = regions
+                specs[index].reservedRegions += units[unit].reservedRegions
             }
         }
         return MachineSpec(boot: boot, units: resolvedUnits, drivers: driverTable, devices: specs)
