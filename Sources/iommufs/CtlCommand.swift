@@ -99,7 +99,7 @@ extension CtlCommand {
 }
 
 extension CtlCommand.Vfio {
-    struct Attach: ParsableCommand {
+    struct Attach: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             abstract: "Set a group's container (VFIO_GROUP_SET_CONTAINER).",
             discussion: """
@@ -125,12 +125,12 @@ extension CtlCommand.Vfio {
         @Argument(help: ArgumentHelp("The IOMMU group id. Example: 4", valueName: "group"))
         var group: Int
 
-        func run() throws {
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioAttach(container: container, group: group)) }
+        func request() throws -> ControlRequest {
+            return .vfioAttach(container: container, group: group)
         }
     }
 
-    struct Detach: ParsableCommand {
+    struct Detach: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             abstract: "Detach a group from its container (VFIO_GROUP_UNSET_CONTAINER).",
             discussion: """
@@ -147,8 +147,8 @@ extension CtlCommand.Vfio {
         @Argument(help: ArgumentHelp("The IOMMU group id. Example: 4", valueName: "group"))
         var group: Int
 
-        func run() throws {
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioDetach(group: group)) }
+        func request() throws -> ControlRequest {
+            return .vfioDetach(group: group)
         }
     }
 }
@@ -195,7 +195,7 @@ private func unsignedNumber(_ text: String, _ what: String) throws -> UInt64 {
 }
 
 extension CtlCommand.Vfio {
-    struct OpenContainer: ParsableCommand {
+    struct OpenContainer: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "open-container",
             abstract: "Open /dev/vfio/vfio: a new, empty container called NAME (EEXIST if the name is taken).",
@@ -204,12 +204,12 @@ extension CtlCommand.Vfio {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var name: VFIOContainerName
 
-        func run() throws {
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioOpenContainer(container: name.container)) }
+        func request() throws -> ControlRequest {
+            return .vfioOpenContainer(container: name.container)
         }
     }
 
-    struct CloseContainer: ParsableCommand {
+    struct CloseContainer: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "close-container",
             abstract: "Close the container's file; it lives on while groups use it (EBADF if not open).",
@@ -218,8 +218,8 @@ extension CtlCommand.Vfio {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var name: VFIOContainerName
 
-        func run() throws {
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioCloseContainer(container: name.container)) }
+        func request() throws -> ControlRequest {
+            return .vfioCloseContainer(container: name.container)
         }
     }
 
@@ -258,7 +258,7 @@ extension CtlCommand.Vfio {
         }
     }
 
-    struct SetIOMMU: ParsableCommand {
+    struct SetIOMMU: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "set-iommu",
             abstract: "VFIO_SET_IOMMU: give the container its IOMMU backend; its groups join domains.",
@@ -274,13 +274,13 @@ extension CtlCommand.Vfio {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var target: VFIOContainerExtension
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let (container, ext) = try target.resolved()
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioSetIOMMU(container: container, ext)) }
+            return .vfioSetIOMMU(container: container, ext)
         }
     }
 
-    struct MapDMA: ParsableCommand {
+    struct MapDMA: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "map-dma",
             abstract: "VFIO_IOMMU_MAP_DMA: map SIZE bytes at IOVA in the container.",
@@ -307,15 +307,13 @@ extension CtlCommand.Vfio {
             _ = try unsignedNumber(size, "--size")
         }
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let (iova, size) = (try unsignedNumber(iova, "--iova"), try unsignedNumber(size, "--size"))
-            try ctl.withClient { client throws(ControlFailure) in
-                try client.perform(.vfioMapDMA(container: name.container, iova: iova, size: size))
-            }
+            return .vfioMapDMA(container: name.container, iova: iova, size: size)
         }
     }
 
-    struct OpenGroup: ParsableCommand {
+    struct OpenGroup: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "open-group",
             abstract: "Open /dev/vfio/GROUP: ENOENT unless a member is bound to vfio-pci, EBUSY if already open.",
@@ -324,8 +322,8 @@ extension CtlCommand.Vfio {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var id: VFIOGroupID
 
-        func run() throws {
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioOpenGroup(group: id.group)) }
+        func request() throws -> ControlRequest {
+            return .vfioOpenGroup(group: id.group)
         }
     }
 
@@ -348,7 +346,7 @@ extension CtlCommand.Vfio {
         }
     }
 
-    struct GetDeviceFD: ParsableCommand {
+    struct GetDeviceFD: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "get-device-fd",
             abstract: "VFIO_GROUP_GET_DEVICE_FD: open a device of an open group.",
@@ -368,13 +366,13 @@ extension CtlCommand.Vfio {
 
         func validate() throws { _ = try pciAddress(device) }
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let address = try pciAddress(device)
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioGetDeviceFD(group: id.group, device: address)) }
+            return .vfioGetDeviceFD(group: id.group, device: address)
         }
     }
 
-    struct Release: ParsableCommand {
+    struct Release: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             abstract: "Close the group's file and its device files, as the user's exit does (EBADF if not open).",
             discussion: """
@@ -387,8 +385,8 @@ extension CtlCommand.Vfio {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var id: VFIOGroupID
 
-        func run() throws {
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.vfioRelease(group: id.group)) }
+        func request() throws -> ControlRequest {
+            return .vfioRelease(group: id.group)
         }
     }
 }
@@ -407,7 +405,7 @@ struct IOMMUFDTarget: ParsableArguments {
 }
 
 extension CtlCommand.IOMMUFD {
-    struct Bind: ParsableCommand {
+    struct Bind: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             abstract: "Bind a device to an iommufd context (VFIO_DEVICE_BIND_IOMMUFD).",
             discussion: """
@@ -422,13 +420,13 @@ extension CtlCommand.IOMMUFD {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var target: IOMMUFDTarget
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let (context, address) = try target.resolved()
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.iommufdBind(context: context, device: address)) }
+            return .iommufdBind(context: context, device: address)
         }
     }
 
-    struct Unbind: ParsableCommand {
+    struct Unbind: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             abstract: "Unbind a device from its iommufd context.",
             discussion: """
@@ -442,15 +440,15 @@ extension CtlCommand.IOMMUFD {
         @ParentCommand var ctl: CtlCommand
         @OptionGroup var target: IOMMUFDTarget
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let (context, address) = try target.resolved()
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.iommufdUnbind(context: context, device: address)) }
+            return .iommufdUnbind(context: context, device: address)
         }
     }
 }
 
 extension CtlCommand {
-    struct DMAMap: ParsableCommand {
+    struct DMAMap: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             commandName: "dma-map",
             abstract: "The device's first DMA mapping: its deferred attach (iommu_deferred_attach).",
@@ -470,9 +468,9 @@ extension CtlCommand {
 
         func validate() throws { _ = try pciAddress(device) }
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let address = try pciAddress(device)
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.dmaMap(device: address)) }
+            return .dmaMap(device: address)
         }
     }
 
@@ -635,7 +633,7 @@ extension CtlCommand.Inject {
         }
     }
 
-    struct Clear: ParsableCommand {
+    struct Clear: CtlRequestCommand {
         static let configuration = CommandConfiguration(
             abstract: "Disarm POINT.",
             discussion: """
@@ -650,9 +648,9 @@ extension CtlCommand.Inject {
 
         func validate() throws { _ = try faultPoint(point) }
 
-        func run() throws {
+        func request() throws -> ControlRequest {
             let point = try faultPoint(point)
-            try ctl.withClient { client throws(ControlFailure) in try client.perform(.clearFault(point)) }
+            return .clearFault(point)
         }
     }
 }
@@ -662,4 +660,18 @@ private func faultPoint(_ name: String) throws -> FaultPoint {
         throw ValidationError("unknown fault point '\(name)' (known: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")))")
     }
     return point
+}
+
+/// A verb that sends one request and prints nothing when it succeeds.
+protocol CtlRequestCommand: ParsableCommand {
+    var ctl: CtlCommand { get }
+    /// The request; an argument that does not parse throws first.
+    func request() throws -> ControlRequest
+}
+
+extension CtlRequestCommand {
+    func run() throws {
+        let request = try request()
+        try ctl.withClient { client throws(ControlFailure) in try client.perform(request) }
+    }
 }
