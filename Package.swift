@@ -52,12 +52,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology"]),
+        // Helpers more than one test target uses.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: [
             "Topology", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Topology"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

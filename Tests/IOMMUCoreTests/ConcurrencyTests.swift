@@ -3,6 +3,7 @@ import IOMMUCore
 import Synchronization
 import SystemPackage
 import Testing
+import TestSupport
 
 /// The core API under concurrent driver binding, hot-plug, resets, SR-IOV,
 /// user ownership and `type` writes: every call answers with an errno the
@@ -316,19 +317,3 @@ final class SharedValue<Value: Sendable>: Sendable {
     func withLock<R: Sendable>(_ body: (inout sending Value) -> sending R) -> R { mutex.withLock(body) }
 }
 
-/// A small seeded generator, so that each worker's sequence of calls is
-/// the same from run to run (their interleaving is not).
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
-    mutating func pick<T>(_ choices: [T]) -> T { choices[Int(next() % UInt64(choices.count))] }
-}

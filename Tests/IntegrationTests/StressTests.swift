@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// Twenty seconds of everything at once through one mount: type writes,
 /// bind/unbind, drivers_probe, remove/rescan, resets, readdirs and
@@ -24,7 +25,7 @@ import Testing
             for (index, worker) in Self.workers(pci).enumerated() {
                 done.enter()
                 let thread = Thread {
-                    var random = SplitMix(seed: UInt64(index + 1))
+                    var random = SplitMix64(seed: UInt64(index + 1))
                     while Date() < deadline { worker(&random, record) }
                     done.leave()
                 }
@@ -52,7 +53,7 @@ import Testing
         }
     }
 
-    typealias Worker = @Sendable (inout SplitMix, CallRecord) -> Void
+    typealias Worker = @Sendable (inout SplitMix64, CallRecord) -> Void
 
     /// One thread per entry.
     static func workers(_ pci: SysfsPCI) -> [Worker] {
@@ -112,22 +113,6 @@ import Testing
         ]
     }
 
-    /// A small seeded generator: each worker's sequence of calls is the same
-    /// from run to run (their interleaving is not).
-    struct SplitMix {
-        private var state: UInt64
-        init(seed: UInt64) { state = seed }
-
-        mutating func next() -> UInt64 {
-            state &+= 0x9e37_79b9_7f4a_7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-            return z ^ (z >> 31)
-        }
-
-        mutating func pick<T>(_ choices: [T]) -> T { choices[Int(next() % UInt64(choices.count))] }
-    }
 }
 
 /// What the stress workers saw: counts per kind and result, calls that
