@@ -180,8 +180,8 @@ private func opOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePo
     guard let fi else { return replyError(req, EIO) }
     guard let node = ServerContext.of(req).tree.node(ino) else { return replyError(req, ENOENT) }
     let access = fi.pointee.flags & O_ACCMODE
-    let opener = RequestCaller(of: req, serverNamespace: ServerContext.of(req).userNamespace)
-    switch OpenAttribute.open(node, forReading: access != O_WRONLY, forWriting: access != O_RDONLY, opener: opener) {
+    switch OpenAttribute.open(node, forReading: access != O_WRONLY, forWriting: access != O_RDONLY,
+                              opener: { RequestCaller(of: req, serverNamespace: ServerContext.of(req).userNamespace) }) {
     case .success(let file):
         fi.pointee.direct_io = 1
         fi.pointee.noflush = 1

@@ -159,16 +159,17 @@ public final class OpenAttribute: Sendable {
     /// store op, a read-open a read bit and a show op, else EACCES, even for
     /// root (sysfs sets KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK).
     /// A binary attribute keeps what `opener` may read (its credentials are
-    /// the file's, as `filp->f_cred` is); others never ask.
+    /// the file's, as `filp->f_cred` is); others never ask, so `opener` is
+    /// only called for one (an open is on the read path).
     public static func open(_ node: Node, forReading: Bool, forWriting: Bool,
-                            opener: any Credentials = FullyPrivileged()) -> Result<OpenAttribute, Errno> {
+                            opener: () -> any Credentials = { FullyPrivileged() }) -> Result<OpenAttribute, Errno> {
         guard let attribute = node.attribute else { return .failure(.isDirectory) }
         if node.isRemoved { return .failure(.noDevice) }
         let mode = node.metadataSnapshot.permissions
         if forWriting && (mode & 0o222 == 0 || !attribute.isWritable) { return .failure(.permissionDenied) }
         if forReading && (mode & 0o444 == 0 || !attribute.isReadable) { return .failure(.permissionDenied) }
         var openerIsAdmin = true
-        if case .binary = attribute.behaviour { openerIsAdmin = opener.capable(.sysAdmin) }
+        if case .binary = attribute.behaviour { openerIsAdmin = opener().capable(.sysAdmin) }
         return .success(OpenAttribute(node: node, attribute: attribute, openerIsAdmin: openerIsAdmin))
     }
 
