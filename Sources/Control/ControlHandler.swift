@@ -47,7 +47,10 @@ struct ControlHandler: Sendable {
         case .dmaMap(let address):
             try check(machine.mapDMA(try device(address)), "dma-map of \(address)")
         case .inject(let point, let fault):
-            machine.faults.arm(point, fault)
+            if machine.faults.arm(point, fault) != nil {
+                throw ControlFailure(.invalidArgument, "\(fault.errno.kernelName) is internal to the kernel: no \(point.rawValue) failure "
+                    + "reaches user space with it, and a FUSE reply cannot carry errno \(fault.errno.rawValue)")
+            }
         case .clearFault(let point):
             machine.faults.disarm(point)
         case .dmesg(let clear):

@@ -34,8 +34,16 @@ public final class FaultInjector: Sendable {
 
     public init() {}
 
-    public func arm(_ point: FaultPoint, _ fault: Fault) {
+    /// Arms `fault` at `point`, replacing what was armed there. A
+    /// kernel-internal errno (`Errno.isKernelInternal`: EPROBE_DEFER, ...)
+    /// is refused with EINVAL: what fails at these points (`attach_dev`,
+    /// `domain_alloc_paging`, `iommu_dma_init_fq`, the blocking domain's
+    /// allocation) reaches the writer of `type` unchanged, and no reply of
+    /// the mount could carry it.
+    public func arm(_ point: FaultPoint, _ fault: Fault) -> Errno? {
+        guard !fault.errno.isKernelInternal else { return .invalidArgument }
         armed.withLock { $0[point] = fault }
+        return nil
     }
 
     public func disarm(_ point: FaultPoint) {

@@ -23,12 +23,15 @@ extension Machine {
     }
 
     /// `bind_store`: `driver` must match the device (its id table, or the
-    /// device's `driver_override` naming it), else ENODEV.
+    /// device's `driver_override` naming it), else ENODEV; then
+    /// `device_driver_attach`, which hands a deferred probe (EPROBE_DEFER,
+    /// e.g. a group without a default domain yet) to the writer as EAGAIN.
     public func attach(_ driver: PCIDriver, to device: Device) -> Errno? {
-        device.lock.withLock { state in
+        let error = device.lock.withLock { state -> Errno? in
             guard state.isPresent, matches(driver, device, override: state.driverOverride) else { return .noDevice }
             return bindLocked(device, driver)
         }
+        return error == probeDeferErrno ? .resourceTemporarilyUnavailable : error
     }
 
     /// `unbind_store`: ENODEV unless `driver` is the one bound.
@@ -39,15 +42,19 @@ extension Machine {
         }
     }
 
-    /// `drivers_probe` (`bus_rescan_devices_helper`): an unbound device gets
-    /// the first driver that matches; no match is not an error, a failing
-    /// probe (EBUSY while a user owns the group) is.
+    /// `drivers_probe_store`: an unbound device gets the first driver that
+    /// matches (`bus_rescan_devices_helper` → `device_attach`); no match is
+    /// not an error. A probe that fails before the driver's own probe runs
+    /// (`pci_dma_configure`: EBUSY while a user owns the group, EPROBE_DEFER
+    /// while the group has no default domain) makes the helper fail, and
+    /// the store answers EINVAL whatever the reason.
     public func probe(_ device: Device) -> Errno? {
-        device.lock.withLock { state in
+        let error = device.lock.withLock { state -> Errno? in
             guard state.isPresent, device.driver == nil,
                   let driver = matchingDriver(device, override: state.driverOverride) else { return nil }
             return bindLocked(device, driver)
         }
+        return error == nil ? nil : .invalidArgument
     }
 
     /// `driver_override` store (`driver_set_override`): `buffer` up to its
@@ -80,7 +87,9 @@ extension Machine {
         return device.nativeDriverName.flatMap { drivers[$0] }
     }
 
-    /// `really_probe` with the device lock held.
+    /// `really_probe` with the device lock held. Its errors are the
+    /// kernel's own, EPROBE_DEFER included: each caller maps them as its
+    /// kernel counterpart does before anything reaches user space.
     func bindLocked(_ device: Device, _ driver: PCIDriver) -> Errno? {
         if device.driver != nil { return .resourceBusy }
         if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return error }
