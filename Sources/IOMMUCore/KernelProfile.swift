@@ -72,6 +72,21 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// given by register (`reg 0x10: [mem ...]`).
     public var namesPCITypesAndResources: Bool
 
+    /// v6.5+ ("iommu: Consolidate the default_domain setup to one
+    /// function"): a hot-added device whose `iommu_probe_device` cannot set
+    /// up its new group's default domain is taken out again
+    /// (`__iommu_probe_device`: `err_remove_gdev`, `iommu_deinit_device`):
+    /// it stays on the bus in no group, without `iommu` links. Before, the
+    /// failed `iommu_alloc_default_domain` was ignored and the group stayed
+    /// without a default domain (`type` reads `unknown`).
+    public var unwindsFailedIOMMUProbe: Bool
+
+    /// v6.14 ("iommu: Handle race with default domain setup"; in stable
+    /// 6.6.y and 6.12.y as well): `iommu_device_use_default_domain` defers
+    /// a driver's probe (EPROBE_DEFER) while the group has no default
+    /// domain. Before, the driver bound and took a reference anyway.
+    public var defersProbeWithoutDefaultDomain: Bool
+
     public var description: String { name }
 
     public init(name: String, returnsAllocatorErrno: Bool, fencesResets: Bool,
@@ -79,7 +94,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                 checksDeferredFlushCapability: Bool = true, logsGroupRemoval: Bool = false,
                 bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
                 freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true,
-                namesPCITypesAndResources: Bool = true) {
+                namesPCITypesAndResources: Bool = true, unwindsFailedIOMMUProbe: Bool = true,
+                defersProbeWithoutDefaultDomain: Bool = false) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
@@ -92,6 +108,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
         self.freesDefaultDomainWithLastDevice = freesDefaultDomainWithLastDevice
         self.setsUpDMAOpsUnderMutex = setsUpDMAOpsUnderMutex
         self.namesPCITypesAndResources = namesPCITypesAndResources
+        self.unwindsFailedIOMMUProbe = unwindsFailedIOMMUProbe
+        self.defersProbeWithoutDefaultDomain = defersProbeWithoutDefaultDomain
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
@@ -100,7 +118,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                checksDeferredFlushCapability: false, logsGroupRemoval: true,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, unwindsFailedIOMMUProbe: false)
 
     /// Linux 6.4: any group may change type while no driver owns it, but
     /// through 6.1's `iommu_change_dev_def_domain`.
@@ -108,7 +126,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                changesDeviceDefaultDomain: true, checksDeferredFlushCapability: false,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, unwindsFailedIOMMUProbe: false)
 
     /// Linux 6.5: one `iommu_setup_default_domain` for boot and store, the
     /// deferred-flush capability; allocation failures are ENODEV.
@@ -116,9 +134,11 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
                                                namesPCITypesAndResources: false)
 
-    /// Linux 6.6: the group's domains go with its last device.
+    /// Linux 6.6 (the 6.6.y stable series): the group's domains go with
+    /// its last device; a probe waits for the group's default domain.
     public static let linux6_6 = KernelProfile(name: "linux-6.6", returnsAllocatorErrno: false, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false,
+                                               defersProbeWithoutDefaultDomain: true)
 
     /// Linux 6.7–6.9: the allocator's errno reaches the writer; 6.8 names
     /// PCI device types and resources in its log.
@@ -132,11 +152,15 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false)
     public static let linux6_11 = renamed(linux6_10, "linux-6.11")
 
-    /// Linux 6.12, the kernel the first oracle transcript was printed by.
-    public static let linux6_12 = renamed(linux6_10, "linux-6.12")
+    /// Linux 6.12 (the 6.12.y stable series), the kernel the first oracle
+    /// transcript was printed by: 6.10's logic, and a probe waits for the
+    /// group's default domain.
+    public static let linux6_12 = KernelProfile(name: "linux-6.12", returnsAllocatorErrno: true, fencesResets: false,
+                                                defersProbeWithoutDefaultDomain: true)
 
     /// Linux 7.1: 6.12's store path plus reset fencing with nested resets.
-    public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true)
+    public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true,
+                                               defersProbeWithoutDefaultDomain: true)
 
     /// The behaviour new machines get.
     public static let current = linux7_1

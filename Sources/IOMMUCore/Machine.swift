@@ -238,17 +238,11 @@ public final class Machine: Sendable {
         if let group, subsystem.profile.logsGroupRemoval {
             subsystem.log.append(device.logPrefix + "Removing from iommu group \(group.id)")
         }
-        let emptied = group?.leave(device) ?? false
+        let emptied = group.map { removeFromGroup(device, $0) } ?? false
         registry.withLock { r in
             r.devices.removeAll { $0 === device }
             r.byAddress[device.address] = nil
-            if emptied, let group {
-                r.groups[group.id] = nil
-                r.groupIDs.free(group.id)
-                if let label = r.groupByLabel.first(where: { $0.value === group })?.key { r.groupByLabel[label] = nil }
-            }
         }
-        device.setGroup(nil)
         releaseResources(device)
         if let group {
             subsystem.events.emit(.deviceRemoved(device.address, group: group.id))
@@ -316,10 +310,56 @@ public final class Machine: Sendable {
 
     /// The rest of `iommu_probe_device` for a hot-added device: a new group
     /// gets its default domain, an existing one attaches the device to its
-    /// current domain; then the sysfs view follows.
+    /// current domain; then the sysfs view follows. A default domain that
+    /// cannot be set up takes the device out of the group again where the
+    /// profile's kernel does (`unwindsFailedIOMMUProbe`): the device is
+    /// added to the bus all the same, untranslated.
     func finishHotAdd(_ device: Device, _ group: IOMMUGroup, _ isNew: Bool) {
-        if isNew { group.setUpProbedDomain() } else { group.attachProbed(device) }
+        if isNew {
+            let error = group.setUpProbedDomain()
+            if error != nil, subsystem.profile.unwindsFailedIOMMUProbe { undoIOMMUProbe(device, group) }
+        } else {
+            group.attachProbed(device)
+        }
         observer?.deviceAdded(device)
+    }
+
+    /// `__iommu_probe_device`'s `err_remove_gdev` and `iommu_deinit_device`:
+    /// `device` leaves `group` (released, its id freed, if it was the only
+    /// member) and is no longer linked to its unit. The kernel logs nothing.
+    func undoIOMMUProbe(_ device: Device, _ group: IOMMUGroup) {
+        if removeFromGroup(device, group) {
+            subsystem.events.emit(.groupReleased(group.id))
+            observer?.groupReleased(group)
+        }
+    }
+
+    /// A state restore's way to the state a failed hot-plug probe leaves
+    /// (see `undoIOMMUProbe`): `device`, which booted into its group, is
+    /// taken out of it again. Nothing else reaches it: a rescan or a new VF
+    /// whose domain setup fails is how a running machine gets there.
+    public func restoreFailedIOMMUProbe(_ device: Device) {
+        rescanRemove.withLock { _ in
+            guard let group = device.group, subsystem.profile.unwindsFailedIOMMUProbe else { return }
+            undoIOMMUProbe(device, group)
+        }
+    }
+
+    /// `__iommu_group_remove_device` (with `rescanRemove` held): `device`
+    /// leaves `group`; a group left empty leaves the registry and frees its
+    /// id (`iommu_group_release`).
+    /// - Returns: whether the group went away.
+    private func removeFromGroup(_ device: Device, _ group: IOMMUGroup) -> Bool {
+        let emptied = group.leave(device)
+        if emptied {
+            registry.withLock { r in
+                r.groups[group.id] = nil
+                r.groupIDs.free(group.id)
+                if let label = r.groupByLabel.first(where: { $0.value === group })?.key { r.groupByLabel[label] = nil }
+            }
+        }
+        device.setGroup(nil)
+        return emptied
     }
 
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):
@@ -379,17 +419,36 @@ extension IOMMUGroup {
 
     /// `iommu_setup_default_domain(group, 0)` for a group that has just been
     /// created by probing, then DMA ops for every member.
-    fileprivate func setUpProbedDomain() {
+    /// - Returns: why the default domain could not be set up.
+    @discardableResult
+    fileprivate func setUpProbedDomain() -> Errno? {
         state.withLock { s in
-            guard s.devices.first?.device.unit != nil else { return }
+            guard s.devices.first?.device.unit != nil else { return nil }
             let error = subsystem.profile.bootConflictUsesDefault
                 ? setUpProbedDomainWithoutConflicts(&s) : setupDefaultDomain(&s, target: nil)
             if error == nil { setUpDMAOps(&s) }
+            return error
         }
     }
 }
 
 extension IOMMUGroup {
+    /// A state restore's way to what a failed `iommu_alloc_default_domain`
+    /// at hot-plug leaves up to v6.4 (`iommu_probe_device` ignores it): a
+    /// group with no default domain and no domain, its members attached to
+    /// nothing. Only a group no driver or user holds can be brought there.
+    /// - Returns: EBUSY if something holds the group.
+    public func restoreFailedDefaultDomain() -> Errno? {
+        state.withLock { s in
+            guard s.ownerCount == 0, s.owner == nil else { return .resourceBusy }
+            if let unit = s.devices.first?.device.unit { subsystem.domainIDs.move(on: unit.name, from: s.domain, to: nil) }
+            for index in s.devices.indices { s.devices[index].attached = nil }
+            s.defaultDomain = nil
+            s.domain = nil
+            return nil
+        }
+    }
+
     /// A device probed into an existing group attaches to the group's
     /// current domain (`__iommu_probe_device`).
     fileprivate func attachProbed(_ device: Device) {

@@ -18,6 +18,21 @@ import Testing
         #expect(!isMountPoint(dir))
     }
 
+    @Test("a topology that is not UTF-8 fails before mounting, at the bad byte's line and column")
+    func invalidUTF8Topology() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { rmdir(dir) }
+        let file = dir + ".json"
+        defer { unlink(file) }
+        let bytes = Array("{\n  \"kernel\": { \"command_line\": \"intel_iommu=on ".utf8) + [0xC3, 0x28] + Array("\" } }\n".utf8)
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
+        let result = run(MountedMachine.binary, ["mount", dir, "--foreground", "--topology", file])
+        #expect(result.status == 1)
+        #expect(result.stderr == "iommufs: \(file): line 2, column 47: invalid UTF-8 in a string (byte 0xc3); the file must be UTF-8\n",
+                "\(result.stderr)")
+        #expect(!isMountPoint(dir))
+    }
+
     @Test("an unknown mount option is refused with a message")
     func badOption() throws {
         let result = run(MountedMachine.binary, ["mount", "/tmp", "-o", "writeback"])
