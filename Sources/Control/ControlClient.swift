@@ -46,6 +46,11 @@ public final class ControlClient {
         try call(.dmesg(clear: clear))[ControlReply.Key.lines.rawValue]?.arrayValue?.compactMap(\.stringValue) ?? []
     }
 
+    /// The faults armed now, each an object of `FaultCoding`'s members.
+    public func armedFaults() throws(ControlFailure) -> [JSON] {
+        try call(.listFaults)[ControlReply.Key.faults.rawValue]?.arrayValue ?? []
+    }
+
     /// The machine as a topology document with its current state.
     public func dump() throws(ControlFailure) -> JSON {
         guard let document = try call(.dump)[ControlReply.Key.document.rawValue] else {

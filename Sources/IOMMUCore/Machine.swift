@@ -33,6 +33,9 @@ public final class Machine: Sendable {
     /// Dynamic ids by driver name (`pdrv->dynids`), a leaf lock.
     let dynamicIDs = Mutex<[String: [PCIDynamicID]]>([:])
     private let observerSlot = Mutex<(any MachineObserver)?>(nil)
+    /// Devices whose function reset is running, with how many resets each
+    /// (a leaf lock: `reset` holds the device lock for the reset's length).
+    let resetsRunning = Mutex<[PCIAddress: Int]>([:])
 
     private struct Registry {
         var groups: [Int: IOMMUGroup] = [:]

@@ -22,6 +22,12 @@ enum StateEncoder {
         if !containers.isEmpty { members.append(.init(StateKey.vfioContainers.rawValue, .array(containers))) }
         let contexts = iommufdContexts(devices)
         if !contexts.isEmpty { members.append(.init(StateKey.iommufd.rawValue, .array(contexts))) }
+        let faults = machine.faults.armedFaults
+        if !faults.isEmpty {
+            members.append(.init(StateKey.faults.rawValue, .array(faults.map { .object(FaultCoding.members($0.point, $0.fault)) })))
+        }
+        let resets = machine.resettingDevices
+        if !resets.isEmpty { members.append(.init(StateKey.resets.rawValue, .array(resets.map { .string($0.description) }))) }
         return .object(members)
     }
 

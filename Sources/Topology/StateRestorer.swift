@@ -40,6 +40,18 @@ struct StateRestorer {
         try bindContexts()
         try checkDevices()
         try checkGroups()
+        try armFaults()
+    }
+
+    /// The armed faults, last: nothing of the restore may set them off.
+    private func armFaults() throws(Problem) {
+        for (index, entry) in state.faults.enumerated() {
+            do {
+                try machine.faults.arm(entry.point, entry.fault)
+            } catch {
+                throw Problem.inState(error.description, .key(StateKey.faults.rawValue), .index(index))
+            }
+        }
     }
 
     /// Described devices the state does not list were hot-removed.
