@@ -53,7 +53,7 @@ public enum ControlRequest: Sendable, Equatable {
 
     /// The member names on the wire.
     enum Key: String {
-        case verb, container, group, context, device, point, errno, stallMs = "stall_ms", times, always, probability, count, clear
+        case verb, container, group, context, device, point, errno, stallMs = "stall_ms", times, always, probability, skip, count, clear
         case `extension`, iova, size
     }
 
@@ -118,7 +118,8 @@ public enum ControlRequest: Sendable, Equatable {
             let point = try fields.point()
             let effect = try fields.faultEffect()
             let probability = try fields.probability()
-            self = .inject(point, .init(effect, remaining: try fields.times(), probability: probability))
+            let skip = try fields.optionalCount(.skip) ?? 0
+            self = .inject(point, .init(effect, remaining: try fields.times(), probability: probability, skip: skip))
         case .clearFault:
             self = .clearFault(try fields.point())
         case .listFaults: self = .listFaults

@@ -47,11 +47,15 @@ public final class FaultInjector: Sendable {
         public var remaining: Int?
         /// The chance that it fires when reached (1 = always).
         public var probability: Double
+        /// How many operations reaching the point go through before it
+        /// fires: 1 fails the second member's attach of a group, say.
+        public var skip: Int
 
-        public init(_ effect: Effect, remaining: Int? = 1, probability: Double = 1) {
+        public init(_ effect: Effect, remaining: Int? = 1, probability: Double = 1, skip: Int = 0) {
             self.effect = effect
             self.remaining = remaining
             self.probability = probability
+            self.skip = skip
         }
 
         public init(errno: Errno, remaining: Int? = 1, probability: Double = 1) {
@@ -121,6 +125,11 @@ public final class FaultInjector: Sendable {
     func fire(_ point: FaultPoint) -> Errno? {
         let effect = armed.withLock { faults -> Effect? in
             guard var fault = faults[point] else { return nil }
+            if fault.skip > 0 {
+                fault.skip -= 1
+                faults[point] = fault
+                return nil
+            }
             if fault.probability < 1 && Double.random(in: 0..<1) >= fault.probability { return nil }
             if let n = fault.remaining {
                 fault.remaining = n - 1

@@ -4,11 +4,11 @@ import SystemPackage
 /// An armed fault as the control protocol and the `state` section write
 /// it: `point`, then `errno` (a kernel name, `ENOMEM`) or `stall_ms`, then
 /// `times` (how many more shots) or `"always": true`, then `probability`
-/// when it is below 1.
+/// when it is below 1 and `skip` when it is above 0.
 public enum FaultCoding {
     /// The member names.
     public enum Key: String, CaseIterable, Sendable {
-        case point, errno, stallMs = "stall_ms", times, always, probability
+        case point, errno, stallMs = "stall_ms", times, always, probability, skip
     }
 
     public static func members(_ point: FaultPoint, _ fault: FaultInjector.Fault) -> [JSON.Member] {
@@ -19,6 +19,7 @@ public enum FaultCoding {
         }
         members.append(fault.remaining.map { .init(Key.times.rawValue, .integer($0)) } ?? .init(Key.always.rawValue, .bool(true)))
         if fault.probability < 1 { members.append(.init(Key.probability.rawValue, .number(String(fault.probability)))) }
+        if fault.skip > 0 { members.append(.init(Key.skip.rawValue, .integer(fault.skip))) }
         return members
     }
 
@@ -55,7 +56,9 @@ extension StateDecoder {
         guard !(always && times != nil) else { throw Problem("a fault has \"times\" or \"always\", not both") }
         guard times != 0 else { throw Problem("\"times\" is at least 1", at: .key(FaultCoding.Key.times.rawValue)) }
         let probability = try fields.optional(.probability, .probability) ?? 1
-        return MachineState.ArmedFault(point: point, fault: .init(effect, remaining: always ? nil : times ?? 1, probability: probability))
+        let skip = Int(try fields.optional(.skip, .unsigned(bits: 31)) ?? 0)
+        return MachineState.ArmedFault(point: point, fault: .init(effect, remaining: always ? nil : times ?? 1,
+                                                                  probability: probability, skip: skip))
     }
 }
 

@@ -626,6 +626,10 @@ extension CtlCommand.Inject {
                                    valueName: "p"))
         var probability: Double = 1
 
+        @Option(help: ArgumentHelp("Let this many operations through first (0 by default); 1 fails a group's second attach. Example: --skip 1",
+                                   valueName: "n"))
+        var skip: Int = 0
+
         func validate() throws {
             if list {
                 guard point == nil, errno == nil, stall == nil else { throw ValidationError("--list takes no point, errno or --stall") }
@@ -647,6 +651,7 @@ extension CtlCommand.Inject {
             }
             if let times, times < 1 { throw ValidationError("--times must be at least 1") }
             guard (0...1).contains(probability) else { throw ValidationError("--probability must be from 0 to 1") }
+            guard skip >= 0 else { throw ValidationError("--skip must be 0 or more") }
         }
 
         func run() throws {
@@ -657,7 +662,7 @@ extension CtlCommand.Inject {
                 return
             }
             let effect: FaultInjector.Effect = try stall.map { .stall(try stallDuration($0)) } ?? .fail(Errno(kernelName: errno!)!)
-            let fault = FaultInjector.Fault(effect, remaining: always ? nil : times ?? 1, probability: probability)
+            let fault = FaultInjector.Fault(effect, remaining: always ? nil : times ?? 1, probability: probability, skip: skip)
             let point = try faultPoint(point!)
             try ctl.withClient { client throws(ControlFailure) in try client.perform(.inject(point, fault)) }
         }
@@ -670,6 +675,7 @@ extension CtlCommand.Inject {
             if let ms = fault[Key.stallMs.rawValue]?.intValue { words += ["--stall", "\(ms)ms"] }
             if let times = fault[Key.times.rawValue]?.intValue { words += ["--times", String(times)] } else { words.append("--always") }
             if let p = fault[Key.probability.rawValue]?.doubleValue { words += ["--probability", String(p)] }
+            if let n = fault[Key.skip.rawValue]?.intValue { words += ["--skip", String(n)] }
             return words.joined(separator: " ")
         }
     }
