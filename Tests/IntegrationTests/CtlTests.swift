@@ -202,31 +202,6 @@ import Topology
         }
     }
 
-    @Test("a container shares one domain between groups behind units of one driver, and not across drivers")
-    func domainSharing() throws {
-        let topology = #"""
-            { "iommu_units": [
-                { "name": "dmar0", "family": "intel" },
-                { "name": "dmar1", "family": "intel" },
-                { "name": "ivhd0", "family": "amd", "pci_function": "0000:00:00.2" } ],
-              "devices": [
-                { "address": "00:00.2", "vendor": "0x1022", "device": "0x1481", "class": "0x080600", "iommu": "ivhd0", "group": "a0" },
-                { "address": "00:02.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000", "iommu": "dmar0", "group": "i0" },
-                { "address": "00:03.0", "vendor": "0x8086", "device": "0x10d3", "class": "0x020000", "iommu": "dmar1", "group": "i1" },
-                { "address": "00:04.0", "vendor": "0x1022", "device": "0x1234", "class": "0x020000", "iommu": "ivhd0", "group": "a1" } ] }
-            """#
-        try withTopology(topology) { m in
-            for group in ["1", "2", "3"] { try m.ctlOK("vfio", "attach", "--container", "c1", group) }
-            try m.ctlOK("vfio", "attach", "--container", "c2", "0")
-            #expect(try m.dumpState()["vfio_containers"]?.compactText
-                    == #"[{"name":"c1","domains":[[1,2],[3]]},{"name":"c2","domains":[[0]]}]"#)
-            try m.ctlOK("vfio", "detach", "1")
-            #expect(try m.dumpState()["vfio_containers"]?.compactText
-                    == #"[{"name":"c1","domains":[[2],[3]]},{"name":"c2","domains":[[0]]}]"#)
-            try m.expectDumpRoundTrip()
-        }
-    }
-
     // MARK: Deferred attach (§8)
 
     @Test("dma-map performs the deferred attach, and fails with EBUSY while the device is being reset")
