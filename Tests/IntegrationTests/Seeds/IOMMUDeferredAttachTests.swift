@@ -38,12 +38,9 @@ struct IOMMUDeferredAttachTests {
     func underGroupMutex() throws {
         try withTopology(Self.machine) { m in
             let pci = SysfsPCI(m)
-            try m.armStall("deferred-attach", ms: 800)
-            let map = ctlInBackground(m, "dma-map", D.nic)
-            try m.waitUntilFired("deferred-attach")
-            let write = Background { Syscall.write(pci.type(4), "identity") }
-            usleep(200_000)
-            #expect(!write.isDone, "the type write did not wait for the deferred attach")
+            let (map, write) = try m.expectWaiting(at: "deferred-attach", while: m.ctlRun("dma-map", D.nic)) {
+                Syscall.write(pci.type(4), "identity")
+            }
             #expect(map.wait()?.status == 0)
             #expect(write.wait() == .ok(8))
             #expect(try nicIsMapped(m))

@@ -56,12 +56,9 @@ struct IOMMUGroupStoreTypeTests {
         try MountedMachine.with { m in
             let pci = SysfsPCI(m)
             #expect(Syscall.write(pci.driverKnob("8139too", "unbind"), D.rtl8139) == .ok(12))
-            try m.armStall("attach", ms: 800)
-            let write = Background { Syscall.write(pci.type(6), "identity") }
-            try m.waitUntilFired("attach")
-            let bind = Background { Syscall.write(pci.driverKnob("8139too", "bind"), D.rtl8139) }
-            usleep(200_000)
-            #expect(!bind.isDone, "the bind did not wait for the type change")
+            let (write, bind) = try m.expectWaiting(at: "attach", while: { Syscall.write(pci.type(6), "identity") }) {
+                Syscall.write(pci.driverKnob("8139too", "bind"), D.rtl8139)
+            }
             #expect(write.wait() == .ok(8))
             #expect(bind.wait() == .ok(12))
             #expect(pci.typeText(6) == "identity")

@@ -48,7 +48,7 @@ struct PCIDevResetIOMMUPrepareTests {
             #expect(m.ctl("dma-map", D.nic).failure == "EBUSY: dma-map of 0000:03:00.0: Device or resource busy")
             #expect(!reset.isDone, "the 1.5 s reset ended before the checks ran")
             // A legacy VFIO claim waits for the reset's device lock, and then works.
-            let attach = ctlInBackground(m, "vfio", "attach", "--container", "c1", "4")
+            let attach = Background(m.ctlRun("vfio", "attach", "--container", "c1", "4"))
             #expect(reset.wait() == .ok(1))
             #expect(attach.wait()?.status == 0)
             try m.ctlOK("vfio", "detach", "4")

@@ -46,9 +46,27 @@ final class Background<Value: Sendable>: Sendable {
     var isDone: Bool { result.wait(upTo: .zero) != nil }
 }
 
+extension MountedMachine {
+    /// Arms a stall of `ms` at `point`, starts `operation`, waits until it
+    /// is inside the stall, starts `request` and checks 200 ms later that
+    /// the request is still waiting: the operation holds what the request
+    /// needs. Both are returned to be waited for.
+    func expectWaiting<A: Sendable, B: Sendable>(at point: String, ms: Int = 800,
+                                                 while operation: @escaping @Sendable () -> A,
+                                                 _ request: @escaping @Sendable () -> B,
+                                                 sourceLocation: SourceLocation = #_sourceLocation) throws -> (Background<A>, Background<B>) {
+        try armStall(point, ms: ms, sourceLocation: sourceLocation)
+        let first = Background(operation)
+        try waitUntilFired(point, sourceLocation: sourceLocation)
+        let second = Background(request)
+        usleep(200_000)
+        #expect(!second.isDone, "the request did not wait for the operation stalled at \(point)", sourceLocation: sourceLocation)
+        return (first, second)
+    }
 
-/// `iommufs ctl --mount MNT ARGS…` in the background.
-func ctlInBackground(_ m: MountedMachine, _ arguments: String...) -> Background<CommandResult> {
-    let root = m.root
-    return Background { run(MountedMachine.binary, ["ctl", "--mount", root] + arguments) }
+    /// `iommufs ctl` with `arguments`, as a closure for `expectWaiting`.
+    func ctlRun(_ arguments: String...) -> @Sendable () -> CommandResult {
+        let root = root
+        return { run(MountedMachine.binary, ["ctl", "--mount", root] + arguments) }
+    }
 }

@@ -20,13 +20,10 @@ struct VFIOGroupIoctlSetContainerTests {
             #expect(Syscall.write(pci.device(D.nic, "driver_override"), "vfio-pci") == .ok(8))
             #expect(Syscall.write(pci.driversProbe, D.nic) == .ok(12))
             let trace = try Trace(m, count: 4)
-            try m.armStall("attach", ms: 800)
-            let attach = ctlInBackground(m, "vfio", "attach", "--container", "c1", "4")
-            try m.waitUntilFired("attach")
-            // Inside the stall: the unbind blocks on the NIC's device lock.
-            let unbind = Background { Syscall.write(pci.driverKnob("vfio-pci", "unbind"), D.nic) }
-            usleep(200_000)
-            #expect(!unbind.isDone, "the unbind did not wait for the attach")
+            // Inside the stall, the unbind blocks on the NIC's device lock.
+            let (attach, unbind) = try m.expectWaiting(at: "attach", while: m.ctlRun("vfio", "attach", "--container", "c1", "4")) {
+                Syscall.write(pci.driverKnob("vfio-pci", "unbind"), D.nic)
+            }
             #expect(unbind.wait() == .ok(12))
             #expect(attach.wait()?.status == 0)
             let (status, events) = trace.finish()
@@ -55,12 +52,9 @@ struct VFIOGroupIoctlSetContainerTests {
     func removeWaits() throws {
         try MountedMachine.with { m in
             let pci = SysfsPCI(m)
-            try m.armStall("attach", ms: 800)
-            let attach = ctlInBackground(m, "vfio", "attach", "--container", "c1", "4")
-            try m.waitUntilFired("attach")
-            let remove = Background { Syscall.write(pci.device(D.nic, "remove"), "1") }
-            usleep(200_000)
-            #expect(!remove.isDone, "the remove did not wait for the attach")
+            let (attach, remove) = try m.expectWaiting(at: "attach", while: m.ctlRun("vfio", "attach", "--container", "c1", "4")) {
+                Syscall.write(pci.device(D.nic, "remove"), "1")
+            }
             #expect(remove.wait() == .ok(1))
             #expect(attach.wait()?.status == 0)
             #expect(pci.members(4) == ["0000:00:1c.4"])

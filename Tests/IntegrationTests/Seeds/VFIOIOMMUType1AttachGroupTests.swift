@@ -31,11 +31,9 @@ struct VFIOIOMMUType1AttachGroupTests {
     func stalledAttachReuses() throws {
         try MountedMachine.with(arguments: ["--machine", "mixed-iommu"]) { m in
             try m.ctlOK("vfio", "attach", "--container", "c1", "1")
-            try m.armStall("attach", ms: 500)
-            let second = ctlInBackground(m, "vfio", "attach", "--container", "c1", "2")
-            try m.waitUntilFired("attach")
             // VFIO's container lock serialises the two attaches.
-            let third = ctlInBackground(m, "vfio", "attach", "--container", "c1", "3")
+            let (second, third) = try m.expectWaiting(at: "attach", while: m.ctlRun("vfio", "attach", "--container", "c1", "2"),
+                                                      m.ctlRun("vfio", "attach", "--container", "c1", "3"))
             #expect(second.wait()?.status == 0)
             #expect(third.wait()?.status == 0)
             #expect(try m.containerDomains() == #"[{"name":"c1","domains":[[1,2],[3]]}]"#)
