@@ -61,6 +61,31 @@ import Topology
         }
     }
 
+    @Test("a driver's own probe failing: bind passes its errno on (EPROBE_DEFER as EAGAIN), drivers_probe leaves the device unbound")
+    func driverProbeFails() throws {
+        try MountedMachine.with { m in
+            let pci = SysfsPCI(m)
+            #expect(Syscall.write(pci.driverKnob("nvme", "unbind"), D.nvme) == .ok(12))
+            try m.ctlOK("inject", "probe", "EPROBE_DEFER", "--once")
+            #expect(Syscall.boundedWrite(pci.driverKnob("nvme", "bind"), D.nvme) == .failed(EAGAIN))
+            try m.ctlOK("inject", "probe", "ENOMEM", "--once")
+            #expect(Syscall.boundedWrite(pci.driverKnob("nvme", "bind"), D.nvme) == .failed(ENOMEM))
+            try m.ctlOK("inject", "probe", "EIO", "--once")
+            #expect(Syscall.boundedWrite(pci.driversProbe, D.nvme) == .ok(12))
+            #expect(pci.driver(of: D.nvme) == nil)
+            // The failed probes gave the group reference back: the type can change.
+            #expect(Syscall.boundedWrite(pci.type(3), "identity") == .ok(8))
+            let dmesg = try m.ctlOK("dmesg")
+            #expect(dmesg.contains("] nvme 0000:02:00.0: probe with driver nvme failed with error -12\n"))
+            #expect(dmesg.contains("] nvme 0000:02:00.0: probe with driver nvme failed with error -5\n"))
+            #expect(!dmesg.contains("error -517"))
+            #expect(Syscall.boundedWrite(pci.driversProbe, D.nvme) == .ok(12))
+            #expect(pci.driver(of: D.nvme) == "nvme")
+            // Other kernel-internal codes would reach the writer of bind: refused.
+            #expect(m.ctl("inject", "probe", "errno 524").failure?.hasPrefix("EINVAL: errno 524 is internal to the kernel") == true)
+        }
+    }
+
     @Test("v6.5+: a hot-added device whose new group gets no default domain leaves it; the next device gets a group; the dump mounts")
     func failedHotplugProbe() throws {
         try MountedMachine.with(arguments: ["--machine", "qemu-q35-alt"]) { m in
