@@ -2,11 +2,10 @@ import Foundation
 import Glibc
 import Testing
 
-/// Replays the real-kernel transcripts of /work/shared/oracle through a real
+/// Replays the real-kernel transcripts of `Fixtures/oracle` through a real
 /// mount of the oracle's machine (`--machine qemu-q35-vtd`) and compares every
 /// observation. `make conformance` runs this suite (`swift test --filter Conformance`).
 @Suite("Conformance", .serialized) struct ConformanceReplayTests {
-    static let oracleDirectory = ProcessInfo.processInfo.environment["IOMMUFS_ORACLE"] ?? "/work/shared/oracle"
 
     @Test("Linux 6.12 transcript on qemu-q35-vtd with --profile linux-6.12")
     func linux612() throws {
@@ -20,11 +19,7 @@ import Testing
 
     @Test("Linux 6.12 alt-pci transcript on qemu-q35-alt with --profile linux-6.12")
     func linux612AltPCI() throws {
-        let path = Self.oracleDirectory + "/6.12-default-alt-pci.txt"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            print("conformance: \(path) not found; skipped")
-            return
-        }
+        let text = try OracleFixtures.text("6.12-default-alt-pci.txt")
         let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-alt", "--profile", "linux-6.12"]) { m in
             var replay = AltPCIReplay(mount: m, lines: Transcript.parse(text))
             replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
@@ -36,11 +31,7 @@ import Testing
     }
 
     private func replay(file: String, profile: String, label: String) throws {
-        let path = Self.oracleDirectory + "/" + file
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            print("conformance: \(path) not found; skipped")
-            return
-        }
+        let text = try OracleFixtures.text(file)
         let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", profile]) { m in
             var replay = Replay(mount: m, lines: Transcript.parse(text))
             replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)

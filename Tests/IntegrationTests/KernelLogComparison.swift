@@ -310,11 +310,7 @@ enum RatelimitedSite: Hashable {
           arguments: [("6.12-default.dmesg.txt", "qemu-q35-vtd", "linux-6.12"), ("6.1-default.dmesg.txt", "qemu-q35-vtd", "linux-6.1"),
                       ("6.12-default-alt-pci.dmesg.txt", "qemu-q35-alt", "linux-6.12")])
     func bootLog(file: String, machine: String, profile: String) throws {
-        let path = ConformanceReplayTests.oracleDirectory + "/" + file
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            print("conformance: \(path) not found; skipped")
-            return
-        }
+        let text = try OracleFixtures.text(file)
         let guest = text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
         let expected = guest.filter(Self.isModelled)
         let (first, second) = try MountedMachine.with(arguments: ["--machine", machine, "--profile", profile]) { m in
