@@ -27,6 +27,7 @@ import Testing
             return replay.report
         }
         print(report.summary(label: "6.12 alt-pci"))
+        #expect(report.coverageProblems.isEmpty, "6.12 alt-pci: \(report.coverageProblems.joined(separator: " | "))")
         #expect(report.mismatches.isEmpty, "6.12 alt-pci: \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
     }
 
@@ -39,59 +40,8 @@ import Testing
             return replay.report
         }
         print(report.summary(label: label))
+        #expect(report.coverageProblems.isEmpty, "\(label): \(report.coverageProblems.joined(separator: " | "))")
         #expect(report.mismatches.isEmpty, "\(label): \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
-    }
-}
-
-/// Counts per section: matched, mismatched, skipped (with the reason).
-struct ReplayReport {
-    var sections: [String] = []
-    var matched: [String: Int] = [:]
-    var compared: [String: Int] = [:]
-    var skipped: [String: [String: Int]] = [:]
-    var mismatches: [String] = []
-
-    mutating func note(_ section: String) { if !sections.contains(section) { sections.append(section) } }
-
-    mutating func skip(_ line: TranscriptLine, _ reason: String) {
-        skipped[line.section, default: [:]][reason, default: 0] += 1
-    }
-
-    mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
-        compared[line.section, default: 0] += 1
-        if expected == actual {
-            matched[line.section, default: 0] += 1
-        } else {
-            mismatches.append("line \(line.number) [\(line.section)] \(line.step): expected \(expected), got \(actual)")
-        }
-    }
-
-    mutating func merge(_ other: ReplayReport) {
-        for s in other.sections { note(s) }
-        for (k, v) in other.matched { matched[k, default: 0] += v }
-        for (k, v) in other.compared { compared[k, default: 0] += v }
-        for (k, reasons) in other.skipped { for (r, n) in reasons { skipped[k, default: [:]][r, default: 0] += n } }
-        mismatches += other.mismatches
-    }
-
-    func summary(label: String) -> String {
-        var out: [String] = []
-        let totalCompared = compared.values.reduce(0, +), totalMatched = matched.values.reduce(0, +)
-        let totalSkipped = skipped.values.flatMap(\.values).reduce(0, +)
-        out.append("\(label): \(totalMatched)/\(totalCompared) observations match, \(totalSkipped) lines skipped")
-        for section in sections {
-            let n = compared[section, default: 0], ok = matched[section, default: 0]
-            var line = "\(label) \(section): \(ok)/\(n) match"
-            if let reasons = skipped[section], !reasons.isEmpty {
-                line += "; skipped " + reasons.sorted { $0.key < $1.key }.map { "\($0.value) (\($0.key))" }.joined(separator: ", ")
-            }
-            out.append(line)
-        }
-        if !mismatches.isEmpty {
-            out.append("first differences:")
-            out += mismatches.prefix(20).map { "  " + $0 }
-        }
-        return out.joined(separator: "\n")
     }
 }
 
@@ -106,7 +56,7 @@ protocol TranscriptReplay {
 }
 
 extension TranscriptReplay {
-    mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
+    mutating func skip(_ line: TranscriptLine, _ reason: SkipReason) { report.skip(line, reason) }
 
     mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
         report.compare(line, expected: expected, actual: actual)
@@ -179,7 +129,7 @@ struct Replay: TranscriptReplay {
     mutating func run() {
         while index < lines.count {
             let line = lines[index]
-            report.note(line.section)
+            report.note(line)
             step(line)
             if line.kind != "kmsg:" { kernelLog?.compareStep(at: index, of: lines, into: &report) }
             index += 1
@@ -237,10 +187,10 @@ struct Replay: TranscriptReplay {
     private mutating func step(_ line: TranscriptLine) {
         let f = line.fields
         switch line.kind {
-        case "meta", "modload": skip(line, "describes the guest boot")
-        case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
+        case "meta", "modload": skip(line, .guest("describes the guest boot"))
+        case "kmsg:": break  // compared after the step that printed it
         case "ls-la": lsLa(line)
-        case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
+        case "check": skip(line, .guest("a real DMA check in the guest (netdev up/down, NVMe live)"))
         case "readdir":
             let observed = ReaddirOrder.observe(line, on: mount)
             compare(line, expected: observed.expected, actual: observed.actual)
@@ -310,7 +260,7 @@ struct Replay: TranscriptReplay {
             compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev)); type=\(type(group(of: dev)))")
         case "priv": privilege(line)
         case "vfio": vfio(line)
-        default: skip(line, "unknown line kind \(line.kind)")
+        default: skip(line, .gap("unknown line kind \(line.kind)"))
         }
     }
 
@@ -393,7 +343,7 @@ struct Replay: TranscriptReplay {
     private mutating func read(_ line: TranscriptLine) {
         let f = line.fields
         let g = f["group"]!, file = f["file"]!.replacingOccurrences(of: ":", with: "")
-        guard let colon = line.text.range(of: ": ") else { return skip(line, "unparsed read line") }
+        guard let colon = line.text.range(of: ": ") else { return skip(line, .gap("unparsed read line")) }
         let how = String(line.text[..<colon.lowerBound])
         let expected = String(line.text[colon.upperBound...])
         let path = p("kernel/iommu_groups/\(g)/\(file)")
@@ -450,7 +400,7 @@ struct Replay: TranscriptReplay {
             // `link /sys/PATH -> TARGET`: one readlink.
             return compare(line, expected: target, actual: Syscall.readlink(p(String(words[1].dropFirst(5)))) ?? "<none>")
         }
-        guard let dev = f["dev"] else { return skip(line, "unparsed link line") }
+        guard let dev = f["dev"] else { return skip(line, .gap("unparsed link line")) }
         let names = ["iommu_group", "iommu", "driver"]
         let actual = names.map { name in
             "\(name)=\(Syscall.readlink(p("bus/pci/devices/\(dev)/\(name)")) ?? "<none>")"
@@ -472,7 +422,7 @@ struct Replay: TranscriptReplay {
             return compare(line, expected: "type=\(f["type"]!) driver=\(f["driver"]!)",
                            actual: "type=\(type("10")) driver=\(driver(dev))")
         }
-        guard let expected = line.result, words.count >= 2 else { return skip(line, "unrecognised misc line") }
+        guard let expected = line.result, words.count >= 2 else { return skip(line, .gap("unrecognised misc line")) }
         let actual: String
         switch words[0] {
         case "mkdir": actual = errnoOutcome(mkdir(k(words[1]), 0o755))
@@ -495,11 +445,11 @@ struct Replay: TranscriptReplay {
         case "write":
             // `write to [dir|nonexistent] PATH [(note)]`
             guard let path = words.dropFirst(2).first(where: { $0.hasPrefix("iommu_groups/") }) else {
-                return skip(line, "unrecognised misc write")
+                return skip(line, .gap("unrecognised misc write"))
             }
             actual = sysw(k(path), Array("DMA".utf8))
         case "read":
-            guard let path = words.first(where: { $0.hasPrefix("iommu_groups/") }) else { return skip(line, "unrecognised misc read") }
+            guard let path = words.first(where: { $0.hasPrefix("iommu_groups/") }) else { return skip(line, .gap("unrecognised misc read")) }
             let fd = open(k(path), O_RDONLY)
             if fd >= 0 { close(fd) }
             actual = fd >= 0 ? "ok" : "err \(ErrnoName.name(errno))@open"
@@ -509,7 +459,7 @@ struct Replay: TranscriptReplay {
                 break
             }
             actual = "ok mode=\(String(st.st_mode, radix: 8)) uid=\(st.st_uid) gid=\(st.st_gid) size=\(st.st_size) nlink=\(st.st_nlink)"
-        default: return skip(line, "unrecognised misc line")
+        default: return skip(line, .gap("unrecognised misc line"))
         }
         compare(line, expected: expected, actual: actual)
     }
@@ -525,7 +475,7 @@ struct Replay: TranscriptReplay {
                 vfioGroup = g
                 return compare(line, expected: "type=\(f["type"]!)", actual: "type=\(type(g))")
             }
-            guard let g = vfioGroup else { return skip(line, "vfio case end without a case") }
+            guard let g = vfioGroup else { return skip(line, .gap("vfio case end without a case")) }
             let devs = members(g).filter { driver($0) != "none" || f["drivers"] == nil }
             var expected = "type=\(f["type"]!)", actual = "type=\(type(g))"
             if let d = f["driver"] { expected += " driver=\(d)"; actual += " driver=\(driver(members(g).first!))" }
@@ -535,12 +485,12 @@ struct Replay: TranscriptReplay {
             }
             return compare(line, expected: expected, actual: actual)
         }
-        guard let g = vfioGroup else { return skip(line, "vfio line outside a case") }
+        guard let g = vfioGroup else { return skip(line, .gap("vfio line outside a case")) }
         if body.hasPrefix("vfiohold") { return vfioHold(line, String(body.dropFirst(9)), group: g) }
         if body.hasPrefix("dev-node") {
-            return skip(line, "/dev/vfio character device nodes (outside /sys; no /dev/vfio in the mount)")
+            return skip(line, .guest("/dev/vfio character device nodes (outside /sys; no /dev/vfio in the mount)"))
         }
-        if body.hasPrefix("held: unbind attempt") { return skip(line, "a note: the guest did not try this") }
+        if body.hasPrefix("held: unbind attempt") { return skip(line, .guest("a note: the guest did not try this")) }
         if body.hasPrefix("state: ") {
             let pairs = body.dropFirst(7).split(separator: " ").map(String.init)
             return compare(line, expected: pairs.joined(separator: " "),
@@ -554,7 +504,7 @@ struct Replay: TranscriptReplay {
             }
             return compare(line, expected: expected, actual: actual)
         }
-        skip(line, "unrecognised vfio line")
+        skip(line, .gap("unrecognised vfio line"))
     }
 
     /// One `vfiohold` line: the guest's VFIO user, step by step, through
@@ -582,7 +532,7 @@ struct Replay: TranscriptReplay {
             case "released":
                 return compare(line, expected: "ok 0, ok 0", actual: exit(mount).joined(separator: ", "))
             default:
-                guard body.hasPrefix("group-status ") else { return skip(line, "unrecognised vfiohold line") }
+                guard body.hasPrefix("group-status ") else { return skip(line, .gap("unrecognised vfiohold line")) }
                 return compare(line, expected: String(body.dropFirst(13)), actual: vfioStatus ?? "(no status read)")
             }
         }
@@ -602,7 +552,7 @@ struct Replay: TranscriptReplay {
         // The guest maps one page of its memory at IOVA 0.
         case "map-dma": arguments = ["map-dma", container, "--iova", "0", "--size", "4096"]
         default:
-            guard step.hasPrefix("get-device-fd:") else { return skip(line, "unrecognised vfiohold step") }
+            guard step.hasPrefix("get-device-fd:") else { return skip(line, .gap("unrecognised vfiohold step")) }
             arguments = ["get-device-fd", g, String(step.dropFirst(14))]
         }
         var actual = mount.ctlOutcome(["vfio"] + arguments)
@@ -621,7 +571,7 @@ struct Replay: TranscriptReplay {
     // MARK: privileges
 
     private mutating func privilege(_ line: TranscriptLine) {
-        guard let dev = lastUnbound else { return skip(line, "no group for the privilege case") }
+        guard let dev = lastUnbound else { return skip(line, .gap("no group for the privilege case")) }
         let g = group(of: dev)
         let type = typePath(g)
         let step = String(line.step.dropFirst(5))
@@ -665,9 +615,9 @@ struct Replay: TranscriptReplay {
             setpriv = ["--bounding-set=-\(cap)", "--inh-caps=-all"]
             afterOpen = step.contains("(after open)")
         } else if words[0] != "root" {
-            return skip(line, "unrecognised privilege case")
+            return skip(line, .gap("unrecognised privilege case"))
         }
-        guard let w = words.firstIndex(of: "write"), w + 1 < words.count else { return skip(line, "unrecognised privilege case") }
+        guard let w = words.firstIndex(of: "write"), w + 1 < words.count else { return skip(line, .gap("unrecognised privilege case")) }
         let target = words[w + 1]
         let file = target == "reserved_regions" ? p("kernel/iommu_groups/\(g)/reserved_regions") : type
         let data = target == "reserved_regions" ? "x" : target == "empty" ? "" : target
@@ -707,9 +657,17 @@ struct AltPCIReplay: TranscriptReplay {
     let lines: [TranscriptLine]
     var report = ReplayReport()
     private(set) var index = 0
-    static let notPresented = "file the mount does not present"
+    static let notPresented = SkipReason.gap("file the mount does not present")
     /// Descriptors opened before a removal (`fd` lines), by target and direction.
     private var fds: [String: Int32] = [:]
+    /// Each device's group when a `remove` step removed it (the guest's `$g`).
+    private var groupBefore: [String: String] = [:]
+    /// The `remove-case` being replayed: its label, the group it is about
+    /// and the devices it removed, as the guest's script keeps them.
+    private var removal: (label: String, group: String?, removed: [String], subject: String?)?
+    /// Devices removed since the last `remove-case` line.
+    private var removedSinceCaseLine: [String] = []
+    private var removedSection = ""
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
     var kernelLog: KernelLogComparison?
     /// The `ls -lan` listing being compared with `ls-la` lines.
@@ -723,7 +681,7 @@ struct AltPCIReplay: TranscriptReplay {
     mutating func run() {
         while index < lines.count {
             let line = lines[index]
-            report.note(line.section)
+            report.note(line)
             // Descriptors of a removal case are opened before its first step.
             if line.kind == "remove-case" || line.kind == "fd" || (line.kind == "remove" && lines[index...].prefix(3).contains { $0.kind == "remove-case" }) {
                 if lines[index...].prefix(40).contains(where: { $0.kind == "fd" }) { openDescriptors(from: index) }
@@ -812,8 +770,8 @@ struct AltPCIReplay: TranscriptReplay {
         switch line.kind {
         case "meta" where line.step.hasPrefix("meta pci-buses="):
             compare(line, expected: String(line.step.dropFirst(15)), actual: Syscall.list(p("class/pci_bus")).sorted().joined(separator: " "))
-        case "meta", "modload": skip(line, "describes the guest boot")
-        case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
+        case "meta", "modload": skip(line, .guest("describes the guest boot"))
+        case "kmsg:": break  // compared after the step that printed it
         case "ls-la": lsLa(line)
         case "readdir":
             let observed = ReaddirOrder.observe(line, on: mount)
@@ -827,15 +785,8 @@ struct AltPCIReplay: TranscriptReplay {
         case "slots":
             compare(line, expected: line.text.components(separatedBy: ": ").dropFirst().joined(separator: ": "),
                     actual: Syscall.list(p("bus/pci/slots")).sorted().map { "\($0)=\(text(p("bus/pci/slots/\($0)/address")))" }.joined(separator: " "))
-        case "nvme", "nvmeadm": skip(line, "NVMe controller state and admin commands inside the guest")
-        case "remove-case":
-            // The guest set the PF's autoprobe for the case without a step
-            // line of its own; the narrative names the value.
-            if let key = line.text.range(of: "sriov_drivers_autoprobe=") {
-                let value = line.text[key.upperBound...].prefix(while: \.isNumber)
-                _ = sysw(dev("0000:05:00.0", "sriov_drivers_autoprobe"), Array(value.utf8))
-            }
-            skip(line, "narrative line; the groups/state lines after it carry the same facts")
+        case "nvme", "nvmeadm": skip(line, .guest("NVMe controller state and admin commands inside the guest"))
+        case "remove-case": removeCase(line)
         case "node", "link", "write": Replay.single(line, on: mount, into: &report)
         case "topology":
             let d = f["bdf"]!
@@ -917,19 +868,118 @@ struct AltPCIReplay: TranscriptReplay {
         case "vf": vf(line, words)
         case "remove":
             let d = String(words[1])
+            groupBefore[d] = group(of: d)
+            if line.section != removedSection { removedSinceCaseLine = [] }
+            removedSection = line.section
+            removedSinceCaseLine.append(d)
             compare(line, expected: result(line), actual: sysw(dev(d, "remove"), data(line.text.dropFirst(7 + d.count + 1)).bytes))
         case "rescan":
             let path = String(words[1])
             let bytes = data(line.text.dropFirst(7 + path.count + 1)).bytes
             compare(line, expected: result(line), actual: sysw(sys(path), bytes))
         case "fd": fd(line, words)
-        default: skip(line, "unknown line kind \(line.kind)")
+        default: skip(line, .gap("unknown line kind \(line.kind)"))
         }
     }
 
+    /// `remove-case LABEL: ...`: the guest's facts about a removal case,
+    /// each `KEY=VALUE` evaluated on the mount (`present`, `group`,
+    /// `driver`, `group-dir` and `group-devices` of the case's group,
+    /// `old-group` and `new-group(s)`, `slot-dirs`, `buses`, the slot's
+    /// `address` and `power`). A bare address names the device the next
+    /// keys are about; the rest of the line is the guest's narrative.
+    private mutating func removeCase(_ line: TranscriptLine) {
+        let words = line.text.split(separator: " ").map(String.init)
+        let label = String(words[1].dropLast())
+        if removal?.label != label { removal = (label, nil, [], nil) }
+        if removedSection == line.section { removal?.removed += removedSinceCaseLine }
+        removedSinceCaseLine = []
+        // Before its first step the guest set the PF's autoprobe silently
+        // (`echo 0 > sriov_drivers_autoprobe`, case e).
+        if line.text.hasSuffix("(sriov_drivers_autoprobe=0)") {
+            _ = sysw(dev(GuestRoles.alt["PF"]!, "sriov_drivers_autoprobe"), Array("0".utf8))
+        }
+        let isAddress = GuestRoles.isAddress
+        var subject = removal?.subject
+        var slot: String?
+        var expected: [String] = [], actual: [String] = []
+        func fact(_ key: String, _ want: String, _ have: String) { expected.append("\(key)=\(want)"); actual.append("\(key)=\(have)") }
+        var i = 2
+        while i < words.count {
+            var w = words[i]
+            i += 1
+            while w.hasSuffix(",") || w.hasSuffix(";") || w.hasSuffix(":") { w.removeLast() }
+            if isAddress(w) {
+                subject = w
+                if words[i - 2] == "removed" { fact("present(\(w))", "no", present(w)) }
+                continue
+            }
+            if w == "(group", i < words.count, let d = subject {
+                let id = String(words[i].prefix { $0.isNumber })
+                i += 1
+                fact("group-before(\(d))", id, groupBefore[d] ?? "?")
+                continue
+            }
+            guard !w.hasPrefix("("), let eq = w.firstIndex(of: "=") else { continue }
+            let key = String(w[..<eq]), value = String(w[w.index(after: eq)...])
+            // The case's group: named on its first line, else the group of
+            // the first device it removed.
+            let g = removal?.group ?? removal?.removed.first.flatMap { groupBefore[$0] }
+            switch key {
+            case _ where isAddress(key): fact(key, value, present(key))
+            case "dev": subject = value
+            case "group":
+                let have = subject.map { group(of: $0) } ?? "?"
+                if removal?.group == nil { removal?.group = have }
+                fact(key, value, have)
+            case "driver": fact(key, value, subject.map(driver) ?? "?")
+            case "present": fact(key, value, subject.map(present) ?? "?")
+            case "group-dir": fact(key, value, g.map { Syscall.lstat(p("kernel/iommu_groups/\($0)")) == nil ? "no" : "yes" } ?? "?")
+            case "group-devices": fact(key, value, g.map { members($0).joined(separator: ",") } ?? "?")
+            case "slot-dirs": fact(key, value, Syscall.list(p("bus/pci/slots")).sorted().joined(separator: ","))
+            case "old-group": fact(key, value, subject.flatMap { groupBefore[$0] } ?? g ?? "?")
+            case "new-group": fact(key, value, subject.map { group(of: $0) } ?? "?")
+            case "new-groups": fact(key, value, (removal?.removed ?? []).map { group(of: $0) }.joined(separator: ","))
+            case "groups", "children":
+                // The bridge's and its children's groups (in order, once
+                // each); the children, all present before the removal.
+                let children = value.split(separator: ",").map(String.init)
+                if key == "children" {
+                    fact(key, value, children.filter { present($0) == "yes" }.joined(separator: ","))
+                } else {
+                    let all = ([subject].compactMap { $0 } + (words.first { $0.hasPrefix("children=") }.map { $0.dropFirst(9).split(separator: ",").map(String.init) } ?? []))
+                    var seen: [String] = []
+                    for d in all where !seen.contains(group(of: d)) { seen.append(group(of: d)) }
+                    fact(key, value, seen.joined(separator: ","))
+                }
+            case "buses":
+                let rest = ([value] + words[i...]).joined(separator: " ")
+                i = words.count
+                fact(key, rest, Syscall.list(p("class/pci_bus")).sorted().joined(separator: " "))
+            case "slot": slot = value; fact(key, value, Syscall.lstat(p("bus/pci/slots/\(value)")) == nil ? "<absent>" : value)
+            case "address": fact(key, value, text(p("bus/pci/slots/\(slot ?? "?")/address")))
+            case "power":
+                let path = p("bus/pci/slots/\(slot ?? caseSlot ?? "?")/power")
+                fact(key, value, Syscall.text(path).map { $0.hasSuffix("\n") ? String($0.dropLast()) : $0 } ?? "<absent>")
+            default: fact(key, value, "<not evaluated>")
+            }
+            if key == "slot" { caseSlot = value }
+        }
+        removal?.subject = subject
+        compare(line, expected: expected.joined(separator: " "), actual: actual.joined(separator: " "))
+    }
+
+    /// The slot the current removal case powers (case g).
+    private var caseSlot: String?
+
+    private func present(_ d: String) -> String { Syscall.lstat(dev(d, "")) == nil ? "no" : "yes" }
+
     private mutating func readwo(_ line: TranscriptLine, _ words: [Substring]) {
         if words[1] == "drop" {
-            return skip(line, "a write without CAP_SYS_ADMIN whose data the line does not give")
+            // `RW "drop CAP_SYS_ADMIN write $DRV/e1000e/bind (bound dev)" -D admin $DRV/e1000e/bind $HPNIC`
+            let path = sys(String(words[4]))
+            return compare(line, expected: result(line),
+                           actual: privWrite(path, GuestRoles.alt["HPNIC"]!, setpriv: ["--bounding-set=-sys_admin", "--inh-caps=-all"], afterOpen: false))
         }
         if words[1] == "uid=65534" { return asNobody(line, words) }
         let rdwr = words[2] == "O_RDWR"
@@ -1030,9 +1080,9 @@ struct AltPCIReplay: TranscriptReplay {
                     _ = sysw(p("bus/pci/drivers/\(driver(target))/unbind"), Array(target.utf8))
                 }
             }
-            return skip(line, "nvme's probe of an offline QEMU NVMe VF fails (no queues assigned); the mount's VFs are unbound to match")
+            return skip(line, .guest("nvme's probe of an offline QEMU NVMe VF fails (no queues assigned); the mount's VFs are unbound to match"))
         }
-        guard words.count >= 3, words[2] == "sriov_numvfs" else { return skip(line, "unrecognised sriov line") }
+        guard words.count >= 3, words[2] == "sriov_numvfs" else { return skip(line, .gap("unrecognised sriov line")) }
         let d = String(words[1])
         compare(line, expected: result(line), actual: sysw(dev(d, "sriov_numvfs"), data(line.text.dropFirst(6 + d.count + 1 + 13)).bytes))
     }
@@ -1068,7 +1118,7 @@ struct AltPCIReplay: TranscriptReplay {
         // The note may come before or after the direction.
         let isWrite = words.dropFirst(2).first { $0 == "read" || $0 == "write" } == "write"
         let key = target + (isWrite ? " w" : " r")
-        guard let fd = fds[key] else { return skip(line, "descriptor was not opened before the change") }
+        guard let fd = fds[key] else { return skip(line, .gap("descriptor was not opened before the change")) }
         if fd < 0 { return compare(line, expected: result(line), actual: "err \(ErrnoName.name(-fd))@open") }
         if isWrite {
             let bytes = data(line.step[line.step.range(of: " write ")!.upperBound...]).bytes
