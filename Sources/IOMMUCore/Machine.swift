@@ -67,11 +67,13 @@ public final class Machine: Sendable {
     public init(spec: MachineSpec, profile: KernelProfile? = nil,
                 log: KernelLog = KernelLog(), faults: FaultInjector = FaultInjector()) throws(MachineSpecError) {
         let profile = profile ?? spec.profile ?? .current
-        let unitsByName = Dictionary(spec.units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        guard unitsByName.count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
+        guard Set(spec.units.map(\.name)).count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
+        let units = spec.units.filter { $0.isRegistered(boot: spec.boot) }
+        let unitsByName = Dictionary(units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let described = Set(spec.units.map(\.name))
         let drivers = Dictionary(spec.drivers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for d in spec.devices {
-            if let name = d.unit, unitsByName[name] == nil { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
+            if let name = d.unit, !described.contains(name) { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
             for name in [d.driver, d.nativeDriver].compactMap({ $0 }) where drivers[name] == nil {
                 throw MachineSpecError("device \(d.address): unknown driver \(name)")
             }
@@ -88,7 +90,7 @@ public final class Machine: Sendable {
         var (defaultType, _, bootLines) = spec.boot.subsystemDefault(profile: profile)
         bootLines.forEach(log.append)
         var strictnessLogged: Set<IOMMUDriverAbilities.Family> = []
-        for unit in spec.units where unit.abilities.forcesStrict {
+        for unit in units where unit.forcesStrict(boot: spec.boot) {
             if let line = unit.abilities.forcedStrictLogLine(alreadyLogged: !strictnessLogged.insert(unit.abilities.family).inserted) {
                 log.append(line)
             }
@@ -96,8 +98,8 @@ public final class Machine: Sendable {
         }
 
         self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType,
-                                        units: spec.units.map(\.name))
-        self.units = spec.units
+                                        units: units.map(\.name))
+        self.units = units
         self.unitsByName = unitsByName
         self.drivers = drivers
         var registry = Registry(restoredIDs: spec.groupIDs, unusedRestoredIDs: Set(spec.groupIDs.values))
@@ -116,7 +118,7 @@ public final class Machine: Sendable {
         var bootDevices: [Device] = []
         for record in catalog {
             let (device, group, isNew) = try join(record, hotAdded: false)
-            if isNew { bootGroups.append(group) }
+            if isNew, let group { bootGroups.append(group) }
             bootDevices.append(device)
         }
         for group in bootGroups { group.setUpProbedDomain() }
@@ -165,7 +167,7 @@ public final class Machine: Sendable {
     /// the IOMMU before `pci_scan_slot` marks fn > 0 multifunction, and
     /// `get_pci_function_alias_group` (iommu.c) skips a function that is
     /// not. At boot the IOMMU probes after the scan: the described groups.
-    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup?, Bool) {
         let entry = record.spec
         let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] })
         // At boot the enumeration lines precede the IOMMU core's; a rescan
@@ -174,6 +176,16 @@ public final class Machine: Sendable {
             subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
         }
         readResources(device, hotAdded: hotAdded)
+        // No registered IOMMU translates for it (none described, or its
+        // driver did not initialise): `iommu_probe_device` finds no ops and
+        // the device has no group.
+        guard device.unit != nil else {
+            registry.withLock { r in
+                r.devices.append(device)
+                r.byAddress[device.address] = device
+            }
+            return (device, nil, false)
+        }
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
@@ -317,8 +329,8 @@ public final class Machine: Sendable {
     /// The rest of `iommu_probe_device` for a hot-added device: a new group
     /// gets its default domain, an existing one attaches the device to its
     /// current domain; then the sysfs view follows.
-    func finishHotAdd(_ device: Device, _ group: IOMMUGroup, _ isNew: Bool) {
-        if isNew { group.setUpProbedDomain() } else { group.attachProbed(device) }
+    func finishHotAdd(_ device: Device, _ group: IOMMUGroup?, _ isNew: Bool) {
+        if isNew { group?.setUpProbedDomain() } else { group?.attachProbed(device) }
         observer?.deviceAdded(device)
     }
 

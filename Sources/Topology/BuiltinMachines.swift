@@ -11,7 +11,7 @@ extension Topology {
       "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full",
                   "config_default": "lazy" },
       "iommu_units": [
-        { "name": "dmar0", "family": "intel", "forces_strict": true,
+        { "name": "dmar0", "family": "intel",
           "registers": { "address": "0xfed90000", "cap": "0xd2008c22260286", "ecap": "0xf00f4a", "version": "0x10" },
           "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
       ],
@@ -102,7 +102,7 @@ extension Topology {
       "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full oracle.machine=alt oracle.scenario=pci",
                   "config_default": "lazy" },
       "iommu_units": [
-        { "name": "dmar0", "family": "intel", "forces_strict": true,
+        { "name": "dmar0", "family": "intel",
           "registers": { "address": "0xfed90000", "cap": "0xd2008c22260286", "ecap": "0xf00f4a", "version": "0x10" },
           "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
       ],

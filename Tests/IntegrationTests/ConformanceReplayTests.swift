@@ -1,47 +1,103 @@
 import Foundation
 import Glibc
 import Testing
+import Topology
 
 /// Replays the real-kernel transcripts of `Fixtures/oracle` through a real
-/// mount of the oracle's machine (`--machine qemu-q35-vtd`) and compares every
+/// mount of a machine description built for each boot and compares every
 /// observation. `make conformance` runs this suite (`swift test --filter Conformance`).
 @Suite("Conformance", .serialized) struct ConformanceReplayTests {
-
-    @Test("Linux 6.12 transcript on qemu-q35-vtd with --profile linux-6.12")
-    func linux612() throws {
-        try replay(file: "6.12-default.txt", profile: "linux-6.12", label: "6.12")
-    }
-
-    @Test("Linux 6.1 transcript on qemu-q35-vtd with --profile linux-6.1")
-    func linux61() throws {
-        try replay(file: "6.1-default.txt", profile: "linux-6.1", label: "6.1")
-    }
-
-    @Test("Linux 6.12 alt-pci transcript on qemu-q35-alt with --profile linux-6.12")
-    func linux612AltPCI() throws {
-        let text = try OracleFixtures.text("6.12-default-alt-pci.txt")
-        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-alt", "--profile", "linux-6.12"]) { m in
-            var replay = AltPCIReplay(mount: m, lines: Transcript.parse(text))
-            replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
+    @Test("a real-kernel boot replayed through a mount of its machine", arguments: OracleBoot.all)
+    func replay(_ boot: OracleBoot) throws {
+        let lines = Transcript.parse(try OracleFixtures.text(boot.file))
+        let report = try boot.withMount(lines) { m in
+            var kernelLog = try KernelLogComparison(mount: m, lines: lines)
+            defer { kernelLog.close() }
+            if boot.isPCIScenario {
+                var replay = AltPCIReplay(mount: m, lines: lines)
+                replay.kernelLog = kernelLog
+                replay.run()
+                return replay.report
+            }
+            var replay = Replay(mount: m, lines: lines)
+            replay.kernelLog = kernelLog
             replay.run()
             return replay.report
         }
-        print(report.summary(label: "6.12 alt-pci"))
-        #expect(report.coverageProblems.isEmpty, "6.12 alt-pci: \(report.coverageProblems.joined(separator: " | "))")
-        #expect(report.mismatches.isEmpty, "6.12 alt-pci: \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+        print(report.summary(label: boot.label))
+        #expect(report.mismatches.isEmpty, "\(boot.label): \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+        #expect(report.coverageProblems.isEmpty, "\(boot.label): \(report.coverageProblems.joined(separator: " | "))")
+    }
+}
+
+/// One recorded boot (`Fixtures/oracle/<name>.txt`) and the machine
+/// description a user would write for it: the built-in machine of its
+/// scenario with the transcript's kernel command line (`meta cmdline=`) and
+/// the VT-d registers its tree shows. Nothing else differs between boots.
+struct OracleBoot: Sendable, CustomTestStringConvertible {
+    var name: String
+    var file: String { name + ".txt" }
+    var label: String { name.hasSuffix("-default-alt-pci") ? name.replacingOccurrences(of: "-default-alt-pci", with: " alt-pci") : name.replacingOccurrences(of: "-", with: " ") }
+    var testDescription: String { label }
+    var isPCIScenario: Bool { name.hasSuffix("-alt-pci") }
+
+    static let all: [OracleBoot] = ["6.12", "6.1"].flatMap { kernel in
+        ["default", "strict", "pt", "passthrough", "cmoff", "off"].map { OracleBoot(name: "\(kernel)-\($0)") }
+    } + [OracleBoot(name: "6.12-default-alt-pci"), OracleBoot(name: "6.1-default-alt-pci")]
+
+    struct Unreadable: Error, CustomStringConvertible { var description: String }
+
+    /// Mounts the boot's machine description with its kernel's profile.
+    func withMount<R>(_ lines: [TranscriptLine], _ body: (MountedMachine) throws -> R) throws -> R {
+        let directory = try makeTemporaryDirectory()
+        let path = directory + "/machine.json"
+        try description(lines).write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path); rmdir(directory) }
+        return try MountedMachine.with(arguments: ["--topology", path, "--profile", profile(lines)], body)
     }
 
-    private func replay(file: String, profile: String, label: String) throws {
-        let text = try OracleFixtures.text(file)
-        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", profile]) { m in
-            var replay = Replay(mount: m, lines: Transcript.parse(text))
-            replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
-            replay.run()
-            return replay.report
+    private static func meta(_ lines: [TranscriptLine], _ key: String) -> String? {
+        lines.lazy.filter { $0.kind == "meta" && $0.text.hasPrefix("meta \(key)=") }.first.map { String($0.text.dropFirst(6 + key.count)) }
+    }
+
+    /// `--profile`: the kernel release's major.minor (`meta krel=6.12.95+deb12-amd64`).
+    func profile(_ lines: [TranscriptLine]) throws -> String {
+        guard let release = Self.meta(lines, "krel") else { throw Unreadable(description: "\(file): no meta krel= line") }
+        return "linux-" + release.split(separator: ".").prefix(2).joined(separator: ".")
+    }
+
+    /// The machine description: the scenario's built-in machine
+    /// (`meta machine=alt`: `qemu-q35-alt`), its `kernel.command_line` the
+    /// transcript's, its unit's `cap`/`ecap` the ones `intel-iommu/` shows.
+    func description(_ lines: [TranscriptLine]) throws -> String {
+        guard let commandLine = Self.meta(lines, "cmdline") else { throw Unreadable(description: "\(file): no meta cmdline= line") }
+        let builtin = Self.meta(lines, "machine")?.hasPrefix("alt") == true ? Topology.qemuQ35AltJSON : Topology.qemuQ35VTdJSON
+        var registers: [String: String] = [:]
+        for line in lines where line.kind == "node" {
+            guard let path = line.fields["path"], let content = line.fields["content"],
+                  let name = ["cap", "ecap"].first(where: { path.hasSuffix("/intel-iommu/\($0)") }) else { continue }
+            registers[name] = "0x" + String(decoding: Transcript.unescape(content), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        print(report.summary(label: label))
-        #expect(report.coverageProblems.isEmpty, "\(label): \(report.coverageProblems.joined(separator: " | "))")
-        #expect(report.mismatches.isEmpty, "\(label): \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+        var json = try JSON.parse(Array(builtin.utf8))
+        json = json.replacing(["kernel", "command_line"], with: .string(commandLine))
+        for (name, value) in registers { json = json.replacing(["iommu_units", "*", "registers", name], with: .string(value)) }
+        return json.prettyText
+    }
+}
+
+extension JSON {
+    /// The value with the member at `path` replaced (`*`: every element of an array).
+    func replacing(_ path: [String], with value: JSON) -> JSON {
+        guard let key = path.first else { return value }
+        let rest = Array(path.dropFirst())
+        switch self {
+        case .object(let members):
+            return .object(members.map { $0.key == key ? JSON.Member(key, $0.value.replacing(rest, with: value)) : $0 })
+        case .array(let elements) where key == "*":
+            return .array(elements.map { $0.replacing(rest, with: value) })
+        default:
+            return self
+        }
     }
 }
 

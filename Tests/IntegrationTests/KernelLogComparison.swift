@@ -308,14 +308,13 @@ enum RatelimitedSite: Hashable {
             || line.contains(": Adding to iommu group ")
     }
 
-    @Test("boot messages of the IOMMU core, in order, then dmesg --clear leaves nothing",
-          arguments: [("6.12-default.dmesg.txt", "qemu-q35-vtd", "linux-6.12"), ("6.1-default.dmesg.txt", "qemu-q35-vtd", "linux-6.1"),
-                      ("6.12-default-alt-pci.dmesg.txt", "qemu-q35-alt", "linux-6.12")])
-    func bootLog(file: String, machine: String, profile: String) throws {
+    @Test("boot messages of the IOMMU core, in order, then dmesg --clear leaves nothing", arguments: OracleBoot.all)
+    func bootLog(_ boot: OracleBoot) throws {
+        let file = boot.name + ".dmesg.txt"
         let text = try OracleFixtures.text(file)
         let guest = text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
         let expected = guest.filter(Self.isModelled)
-        let (first, second) = try MountedMachine.with(arguments: ["--machine", machine, "--profile", profile]) { m in
+        let (first, second) = try boot.withMount(Transcript.parse(try OracleFixtures.text(boot.file))) { m in
             var reader = try KernelLogComparison(mount: m, lines: [], clearingBootLog: false)
             defer { reader.close() }
             return (reader.readAndClear().map(\.text), reader.readAndClear().map(\.text))
