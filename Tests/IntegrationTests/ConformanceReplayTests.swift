@@ -162,6 +162,8 @@ struct Replay: TranscriptReplay {
     private var vfioStatus: String?
     /// The last device unbound: the privileges section works on its group.
     private var lastUnbound: String?
+    /// Whether the silent `type` reset before the privilege cases ran.
+    private var privilegesStarted = false
     /// Devices `settype` unbound, with their drivers, to be rebound by the `rebound:` line.
     private var settypeUnbound: [(String, String)] = []
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
@@ -187,11 +189,27 @@ struct Replay: TranscriptReplay {
             let line = lines[index]
             report.note(line)
             step(line)
-            if line.kind != "kmsg:" { kernelLog?.compareStep(at: index, of: lines, into: &report) }
+            if line.kind != "kmsg:" && guestReadsKernelLog(after: line) { kernelLog?.compareStep(at: index, of: lines, into: &report) }
+            // settype's `kmsg >/dev/null`: the guest discarded what its
+            // unbinds, write and binds logged.
+            if line.kind == "settype", line.text.contains(" rebound:") { kernelLog?.discard() }
             index += 1
         }
         kernelLog?.finish(lines.last!, into: &report)
-        kernelLog?.close()
+    }
+
+    /// Whether scenario.sh runs `kmsg` after printing `line`: not after
+    /// `settype` (its log is discarded after the `rebound:` line) nor after
+    /// `override` (the next step's `kmsg` shows what it logged).
+    private func guestReadsKernelLog(after line: TranscriptLine) -> Bool {
+        line.kind != "settype" && line.kind != "override"
+    }
+
+    /// The guest's `unbind DEV >/dev/null` and `bind DEV DRV >/dev/null`:
+    /// the step, its line and its `kmsg` all discarded.
+    private mutating func silently(_ action: (inout Self) -> Void) {
+        action(&self)
+        kernelLog?.discard()
     }
 
     // MARK: the mount
@@ -283,21 +301,24 @@ struct Replay: TranscriptReplay {
         case "trans-setup": transSetup(line)
         case "trans":
             let g = f["group"]!
-            compare(line, expected: line.result!, actual: writeText(typePath(g), f["to"]!) + "; type=\(type(g))")
-            // The guest script leaves a bound transition with the device
-            // unbound and the type back at the default (its next `bind` line
-            // starts from an unbound device and reads `DMA` back); these
-            // steps print no line.
+            // `[ $st = bound ] && bind $NIC1 e1000e >/dev/null && kmsg >/dev/null`
+            // ran after the setup's kmsg.
             if f["state"] == "bound" {
-                unbindQuietly(f["dev"]!)
-                _ = writeText(typePath(g), "auto")
+                let dev = f["dev"]!
+                silently { $0.bindQuietly(dev, "e1000e") }
             }
+            compare(line, expected: line.result!, actual: writeText(typePath(g), f["to"]!) + "; type=\(type(g))")
         case "rebind-set":
             let g = f["group"]!
             compare(line, expected: line.result!, actual: writeText(typePath(g), f["type"]!) + "; type=\(type(g))")
         case "settype": settype(line)
         case "bind":
             let dev = f["dev"]!, drv = f["driver"]!
+            if line.section == "transitions" {
+                // After the matrix: `unbind $NIC1 >/dev/null; sysw $G/$g/type auto >/dev/null`.
+                silently { $0.unbindQuietly(dev) }
+                _ = writeText(typePath(group(of: dev)), "auto")
+            }
             let r = writeText(p("bus/pci/drivers/\(drv)/bind"), dev)
             compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev)); type=\(type(group(of: dev)))")
         case "unbind":
@@ -330,15 +351,14 @@ struct Replay: TranscriptReplay {
     private mutating func transSetup(_ line: TranscriptLine) {
         let f = line.fields
         let g = f["group"]!
-        let next = lines[(index + 1)...].first { $0.kind == "trans" }?.fields
-        let dev = next?["dev"] ?? members(g).first!
-        let drv = driver(dev)
-        unbindQuietly(dev)
+        // Each transition starts with `unbind $NIC1 >/dev/null; kmsg >/dev/null`.
+        let dev = GuestRoles.std["NIC1"]!
+        silently { $0.unbindQuietly(dev) }
         compare(line, expected: line.result!, actual: writeText(typePath(g), f["set"]!) + "; type=\(type(g))")
-        if next?["state"] == "bound" {
-            let native = drv != "none" ? drv : "e1000e"
-            _ = writeText(p("bus/pci/drivers/\(native)/bind"), dev)
-        }
+    }
+
+    private mutating func bindQuietly(_ dev: String, _ drv: String) {
+        _ = writeText(p("bus/pci/drivers/\(drv)/bind"), dev)
     }
 
     /// `settype group=G type=T (devices unbound) -> R` then `settype group=G rebound: BDF=drv ...`.
@@ -630,6 +650,12 @@ struct Replay: TranscriptReplay {
         guard let dev = lastUnbound else { return skip(line, .gap("no group for the privilege case")) }
         let g = group(of: dev)
         let type = typePath(g)
+        if !privilegesStarted {
+            // `sysw $G/$g/type DMA >/dev/null` before the first case (its
+            // messages go to the first case's kmsg).
+            privilegesStarted = true
+            _ = writeText(type, "DMA")
+        }
         let step = String(line.step.dropFirst(5))
         let words = step.split(separator: " ").map(String.init)
         let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -716,6 +742,8 @@ struct AltPCIReplay: TranscriptReplay {
     static let notPresented = SkipReason.gap("file the mount does not present")
     /// Descriptors opened before a removal (`fd` lines), by target and direction.
     private var fds: [String: Int32] = [:]
+    /// Whether the guest's silent `echo 0 > sriov_drivers_autoprobe` ran.
+    private var autoprobeCleared = false
     /// Each device's group when a `remove` step removed it (the guest's `$g`).
     private var groupBefore: [String: String] = [:]
     /// The `remove-case` being replayed: its label, the group it is about
@@ -747,7 +775,6 @@ struct AltPCIReplay: TranscriptReplay {
             index += 1
         }
         kernelLog?.finish(lines.last!, into: &report)
-        kernelLog?.close()
         for fd in fds.values where fd >= 0 { close(fd) }
     }
 
@@ -839,6 +866,8 @@ struct AltPCIReplay: TranscriptReplay {
                     actual: Syscall.bytes(dev(d, "config")).map(PCIConfigDecoder.describe) ?? "<unreadable>")
         case "slot": slot(line, words)
         case "slots":
+            // Case e ends with `S 0; echo 1 > $PCI/$PF/sriov_drivers_autoprobe; kmsg`.
+            if line.text.hasPrefix("slots before-f") { _ = sysw(dev(GuestRoles.alt["PF"]!, "sriov_drivers_autoprobe"), Array("1\n".utf8)) }
             compare(line, expected: line.text.components(separatedBy: ": ").dropFirst().joined(separator: ": "),
                     actual: Syscall.list(p("bus/pci/slots")).sorted().map { "\($0)=\(text(p("bus/pci/slots/\($0)/address")))" }.joined(separator: " "))
         case "nvme", "nvmeadm": skip(line, .guest("NVMe controller state and admin commands inside the guest"))
@@ -920,6 +949,11 @@ struct AltPCIReplay: TranscriptReplay {
         case "sriov": sriov(line, words)
         case "autoprobe":
             let d = String(words[1])
+            if !autoprobeCleared {
+                // `echo 0 > $PCI/$PF/sriov_drivers_autoprobe` before the autoprobe cases.
+                autoprobeCleared = true
+                _ = sysw(dev(d, "sriov_drivers_autoprobe"), Array("0\n".utf8))
+            }
             compare(line, expected: result(line), actual: sysw(dev(d, "sriov_drivers_autoprobe"), data(line.text.dropFirst(10 + d.count + 1 + 24)).bytes))
         case "vf": vf(line, words)
         case "remove":
@@ -953,7 +987,7 @@ struct AltPCIReplay: TranscriptReplay {
         // Before its first step the guest set the PF's autoprobe silently
         // (`echo 0 > sriov_drivers_autoprobe`, case e).
         if line.text.hasSuffix("(sriov_drivers_autoprobe=0)") {
-            _ = sysw(dev(GuestRoles.alt["PF"]!, "sriov_drivers_autoprobe"), Array("0".utf8))
+            _ = sysw(dev(GuestRoles.alt["PF"]!, "sriov_drivers_autoprobe"), Array("0\n".utf8))
         }
         let isAddress = GuestRoles.isAddress
         var subject = removal?.subject
