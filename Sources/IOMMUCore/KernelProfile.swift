@@ -72,6 +72,15 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// given by register (`reg 0x10: [mem ...]`).
     public var namesPCITypesAndResources: Bool
 
+    /// Up to v6.10, intel-iommu's identity domain is `si_domain`, one
+    /// `dmar_domain` for every identity group (`intel_iommu_domain_alloc`
+    /// returns `&si_domain->domain`), and attaching it takes a domain id on
+    /// the unit like any domain (`domain_attach_iommu`): `domains_used` is
+    /// 3 on an all-identity boot. v6.11 (series "iommu/vt-d: Add support
+    /// for static identity domain" / "iommu/vt-d: Remove si_domain") made
+    /// identity the static `identity_domain`, which holds no id.
+    public var identityDomainHoldsDomainID: Bool
+
     public var description: String { name }
 
     public init(name: String, returnsAllocatorErrno: Bool, fencesResets: Bool,
@@ -79,7 +88,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                 checksDeferredFlushCapability: Bool = true, logsGroupRemoval: Bool = false,
                 bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
                 freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true,
-                namesPCITypesAndResources: Bool = true) {
+                namesPCITypesAndResources: Bool = true, identityDomainHoldsDomainID: Bool = false) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
@@ -92,6 +101,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
         self.freesDefaultDomainWithLastDevice = freesDefaultDomainWithLastDevice
         self.setsUpDMAOpsUnderMutex = setsUpDMAOpsUnderMutex
         self.namesPCITypesAndResources = namesPCITypesAndResources
+        self.identityDomainHoldsDomainID = identityDomainHoldsDomainID
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
@@ -100,7 +110,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                checksDeferredFlushCapability: false, logsGroupRemoval: true,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, identityDomainHoldsDomainID: true)
 
     /// Linux 6.4: any group may change type while no driver owns it, but
     /// through 6.1's `iommu_change_dev_def_domain`.
@@ -108,32 +118,36 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                changesDeviceDefaultDomain: true, checksDeferredFlushCapability: false,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, identityDomainHoldsDomainID: true)
 
     /// Linux 6.5: one `iommu_setup_default_domain` for boot and store, the
     /// deferred-flush capability; allocation failures are ENODEV.
     public static let linux6_5 = KernelProfile(name: "linux-6.5", returnsAllocatorErrno: false, fencesResets: false,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, identityDomainHoldsDomainID: true)
 
     /// Linux 6.6: the group's domains go with its last device.
     public static let linux6_6 = KernelProfile(name: "linux-6.6", returnsAllocatorErrno: false, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false,
+                                               identityDomainHoldsDomainID: true)
 
     /// Linux 6.7–6.9: the allocator's errno reaches the writer; 6.8 names
     /// PCI device types and resources in its log.
     public static let linux6_7 = KernelProfile(name: "linux-6.7", returnsAllocatorErrno: true, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false,
+                                               identityDomainHoldsDomainID: true)
     public static let linux6_8 = KernelProfile(name: "linux-6.8", returnsAllocatorErrno: true, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false)
+                                               setsUpDMAOpsUnderMutex: false, identityDomainHoldsDomainID: true)
     public static let linux6_9 = renamed(linux6_8, "linux-6.9")
 
-    /// Linux 6.10–6.11: DMA ops are set up under the group's mutex.
-    public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false)
-    public static let linux6_11 = renamed(linux6_10, "linux-6.11")
+    /// Linux 6.10: DMA ops are set up under the group's mutex.
+    public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false,
+                                                identityDomainHoldsDomainID: true)
+    /// Linux 6.11: intel-iommu's static identity domain.
+    public static let linux6_11 = KernelProfile(name: "linux-6.11", returnsAllocatorErrno: true, fencesResets: false)
 
     /// Linux 6.12, the kernel the first oracle transcript was printed by.
-    public static let linux6_12 = renamed(linux6_10, "linux-6.12")
+    public static let linux6_12 = renamed(linux6_11, "linux-6.12")
 
     /// Linux 7.1: 6.12's store path plus reset fencing with nested resets.
     public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true)
