@@ -81,6 +81,21 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// identity the static `identity_domain`, which holds no id.
     public var identityDomainHoldsDomainID: Bool
 
+    /// `pci_bridge_wait_for_secondary_bus` (drivers/pci/pci.c), when the
+    /// link of a port does not train after a bus reset: 6.12.y prints the
+    /// delay it waited (`"Data Link Layer Link Active not set in %d msec\n",
+    /// delay`, the 2025 fix of the message, in 6.12 stable); 6.1.y and the
+    /// mainline releases before it print the fixed `... in 1000 msec`.
+    public var namesLinkWaitDelay: Bool
+
+    /// v6.8+ ("PCI: Log bridge info when first enumerating bridge", in the
+    /// series of 35259ff188e0): a hot-added bridge's bus range and windows
+    /// are logged by `pci_read_bridge_windows` when it is enumerated, and
+    /// the fixup of its secondary bus logs only `PCI bridge to [bus ..]`.
+    /// Before, `pci_read_bridge_bases` logs the range and the windows when
+    /// the secondary bus has been scanned.
+    public var logsBridgeWindowsAtEnumeration: Bool
+
     public var description: String { name }
 
     public init(name: String, returnsAllocatorErrno: Bool, fencesResets: Bool,
@@ -88,7 +103,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                 checksDeferredFlushCapability: Bool = true, logsGroupRemoval: Bool = false,
                 bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
                 freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true,
-                namesPCITypesAndResources: Bool = true, identityDomainHoldsDomainID: Bool = false) {
+                namesPCITypesAndResources: Bool = true, identityDomainHoldsDomainID: Bool = false,
+                namesLinkWaitDelay: Bool = false, logsBridgeWindowsAtEnumeration: Bool? = nil) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
@@ -102,6 +118,9 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
         self.setsUpDMAOpsUnderMutex = setsUpDMAOpsUnderMutex
         self.namesPCITypesAndResources = namesPCITypesAndResources
         self.identityDomainHoldsDomainID = identityDomainHoldsDomainID
+        self.namesLinkWaitDelay = namesLinkWaitDelay
+        // The same release as the type and resource names.
+        self.logsBridgeWindowsAtEnumeration = logsBridgeWindowsAtEnumeration ?? namesPCITypesAndResources
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
@@ -146,11 +165,13 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// Linux 6.11: intel-iommu's static identity domain.
     public static let linux6_11 = KernelProfile(name: "linux-6.11", returnsAllocatorErrno: true, fencesResets: false)
 
-    /// Linux 6.12, the kernel the first oracle transcript was printed by.
-    public static let linux6_12 = renamed(linux6_11, "linux-6.12")
+    /// Linux 6.12 (6.12.95), the kernel the first oracle transcript was printed by.
+    public static let linux6_12 = KernelProfile(name: "linux-6.12", returnsAllocatorErrno: true, fencesResets: false,
+                                                namesLinkWaitDelay: true)
 
     /// Linux 7.1: 6.12's store path plus reset fencing with nested resets.
-    public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true)
+    public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true,
+                                               namesLinkWaitDelay: true)
 
     /// The behaviour new machines get.
     public static let current = linux7_1
