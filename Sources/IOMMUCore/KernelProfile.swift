@@ -96,6 +96,12 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// the secondary bus has been scanned.
     public var logsBridgeWindowsAtEnumeration: Bool
 
+    /// A hot-plug slot's `module` link (`pci_hp_create_module_link`, called
+    /// by `fs_add_slot`): present on 6.1 (`kset_find_obj(module_kset,
+    /// slot->mod_name)` finds the built-in acpiphp), absent from the 6.12
+    /// transcript's slots (the lookup finds no module object there).
+    public var linksSlotModule: Bool
+
     public var description: String { name }
 
     public init(name: String, returnsAllocatorErrno: Bool, fencesResets: Bool,
@@ -104,7 +110,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                 bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
                 freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true,
                 namesPCITypesAndResources: Bool = true, identityDomainHoldsDomainID: Bool = false,
-                namesLinkWaitDelay: Bool = false, logsBridgeWindowsAtEnumeration: Bool? = nil) {
+                namesLinkWaitDelay: Bool = false, logsBridgeWindowsAtEnumeration: Bool? = nil,
+                linksSlotModule: Bool = false) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
@@ -121,6 +128,7 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
         self.namesLinkWaitDelay = namesLinkWaitDelay
         // The same release as the type and resource names.
         self.logsBridgeWindowsAtEnumeration = logsBridgeWindowsAtEnumeration ?? namesPCITypesAndResources
+        self.linksSlotModule = linksSlotModule
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
@@ -129,7 +137,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                checksDeferredFlushCapability: false, logsGroupRemoval: true,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false, identityDomainHoldsDomainID: true)
+                                               namesPCITypesAndResources: false, identityDomainHoldsDomainID: true,
+                                               linksSlotModule: true)
 
     /// Linux 6.4: any group may change type while no driver owns it, but
     /// through 6.1's `iommu_change_dev_def_domain`.

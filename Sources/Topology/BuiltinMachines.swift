@@ -1,8 +1,8 @@
 extension Topology {
-    /// The oracle's first machine (/work/shared/oracle/README.md): QEMU 7.2
+    /// The oracle's first machine (Tests/IntegrationTests/Fixtures/oracle/ORACLE.md): QEMU 7.2
     /// q35 with `-device intel-iommu,intremap=on,caching-mode=on`, on which
     /// the Linux 6.12 and 6.1 transcripts were printed. Caching mode makes
-    /// the kernel force strict invalidation, so every group boots as `DMA`.
+    /// the kernel force strict invalidation (the `cap` register has bit 7 set), so every group boots as `DMA`.
     /// rp6 (00:06.0) has ACS disabled, so the e1000e behind it shares its
     /// group; the ICH9 functions share group 9 and the LPC bridge carries
     /// VT-d's ISA/floppy 1:1 window. Group labels are the booted ids.
