@@ -80,7 +80,7 @@ extension Topology {
     }
     """#
 
-    /// The oracle's second machine ("alt", /work/shared/oracle/README.md
+    /// The oracle's second machine ("alt", Tests/IntegrationTests/Fixtures/oracle/ORACLE.md
     /// "Second machine"): the same QEMU 7.2 q35 and caching-mode VT-d, with
     /// six ACS root ports RA1-RA6; an x3130 switch behind RA1 whose two
     /// downstream ports lack ACS, so each NVMe shares its port's group; an
