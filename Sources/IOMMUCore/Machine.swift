@@ -176,10 +176,10 @@ public final class Machine: Sendable {
             subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
         }
         readResources(device, hotAdded: hotAdded)
-        // No registered IOMMU translates for it (none described, or its
-        // driver did not initialise): `iommu_probe_device` finds no ops and
-        // the device has no group.
-        guard device.unit != nil else {
+        // Its IOMMU's driver did not register the unit (`intel_iommu=off`):
+        // `iommu_probe_device` finds no ops and the device has no group.
+        // (A device described without a unit is a VFIO no-IOMMU member.)
+        guard entry.unit == nil || device.unit != nil else {
             registry.withLock { r in
                 r.devices.append(device)
                 r.byAddress[device.address] = device
