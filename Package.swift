@@ -59,7 +59,8 @@ let package = Package(
             "Topology", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "TestSupport"]),
+        // Fixtures/oracle: the real-kernel transcripts, read from the source tree.
+        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "TestSupport"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

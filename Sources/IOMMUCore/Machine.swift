@@ -70,11 +70,13 @@ public final class Machine: Sendable {
     public init(spec: MachineSpec, profile: KernelProfile? = nil,
                 log: KernelLog = KernelLog(), faults: FaultInjector = FaultInjector()) throws(MachineSpecError) {
         let profile = profile ?? spec.profile ?? .current
-        let unitsByName = Dictionary(spec.units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        guard unitsByName.count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
+        guard Set(spec.units.map(\.name)).count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
+        let units = spec.units.filter { $0.isRegistered(boot: spec.boot) }
+        let unitsByName = Dictionary(units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let described = Set(spec.units.map(\.name))
         let drivers = Dictionary(spec.drivers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for d in spec.devices {
-            if let name = d.unit, unitsByName[name] == nil { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
+            if let name = d.unit, !described.contains(name) { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
             for name in [d.driver, d.nativeDriver].compactMap({ $0 }) where drivers[name] == nil {
                 throw MachineSpecError("device \(d.address): unknown driver \(name)")
             }
@@ -91,7 +93,7 @@ public final class Machine: Sendable {
         var (defaultType, _, bootLines) = spec.boot.subsystemDefault(profile: profile)
         bootLines.forEach(log.append)
         var strictnessLogged: Set<IOMMUDriverAbilities.Family> = []
-        for unit in spec.units where unit.abilities.forcesStrict {
+        for unit in units where unit.forcesStrict(boot: spec.boot) {
             if let line = unit.abilities.forcedStrictLogLine(alreadyLogged: !strictnessLogged.insert(unit.abilities.family).inserted) {
                 log.append(line)
             }
@@ -99,8 +101,8 @@ public final class Machine: Sendable {
         }
 
         self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType,
-                                        units: spec.units.map(\.name))
-        self.units = spec.units
+                                        units: units.map(\.name))
+        self.units = units
         self.unitsByName = unitsByName
         self.drivers = drivers
         var registry = Registry(restoredIDs: spec.groupIDs, unusedRestoredIDs: Set(spec.groupIDs.values))
@@ -119,7 +121,7 @@ public final class Machine: Sendable {
         var bootDevices: [Device] = []
         for record in catalog {
             let (device, group, isNew) = try join(record, hotAdded: false)
-            if isNew { bootGroups.append(group) }
+            if isNew, let group { bootGroups.append(group) }
             bootDevices.append(device)
         }
         for group in bootGroups { group.setUpProbedDomain() }
@@ -168,7 +170,7 @@ public final class Machine: Sendable {
     /// the IOMMU before `pci_scan_slot` marks fn > 0 multifunction, and
     /// `get_pci_function_alias_group` (iommu.c) skips a function that is
     /// not. At boot the IOMMU probes after the scan: the described groups.
-    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup?, Bool) {
         let entry = record.spec
         let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] })
         // At boot the enumeration lines precede the IOMMU core's; a rescan
@@ -177,6 +179,16 @@ public final class Machine: Sendable {
             subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
         }
         readResources(device, hotAdded: hotAdded)
+        // Its IOMMU's driver did not register the unit (`intel_iommu=off`):
+        // `iommu_probe_device` finds no ops and the device has no group.
+        // (A device described without a unit is a VFIO no-IOMMU member.)
+        guard entry.unit == nil || device.unit != nil else {
+            registry.withLock { r in
+                r.devices.append(device)
+                r.byAddress[device.address] = device
+            }
+            return (device, nil, false)
+        }
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
@@ -316,13 +328,14 @@ public final class Machine: Sendable {
     /// current domain; then the sysfs view follows. A default domain that
     /// cannot be set up takes the device out of the group again where the
     /// profile's kernel does (`unwindsFailedIOMMUProbe`): the device is
-    /// added to the bus all the same, untranslated.
-    func finishHotAdd(_ device: Device, _ group: IOMMUGroup, _ isNew: Bool) {
-        if isNew {
+    /// added to the bus all the same, untranslated. A device whose unit did
+    /// not register has no group.
+    func finishHotAdd(_ device: Device, _ group: IOMMUGroup?, _ isNew: Bool) {
+        if let group, isNew {
             let error = group.setUpProbedDomain()
             if error != nil, subsystem.profile.unwindsFailedIOMMUProbe { undoIOMMUProbe(device, group) }
         } else {
-            group.attachProbed(device)
+            group?.attachProbed(device)
         }
         observer?.deviceAdded(device)
     }

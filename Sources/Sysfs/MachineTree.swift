@@ -117,6 +117,8 @@ public final class MachineTree: MachineObserver {
         static let slots = "bus/pci/slots"
         static let pciBusClass = "class/pci_bus"
         static let iommuClass = "class/iommu"
+        /// The built-in acpiphp's module directory (slots link to it).
+        static let hotplugDriverModule = "module/acpiphp"
         static let devices = "devices"
 
         static func group(_ id: Int) -> String { iommuGroups + "/" + String(id) }
