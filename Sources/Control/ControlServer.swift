@@ -39,7 +39,8 @@ public final class ControlServer: Sendable {
     /// each (500 connections made 506 threads). 64 is far more than a user
     /// runs side by side (a few traces beside the one-shot calls of a
     /// script or of a test suite running in parallel), and keeps the
-    /// control side to 64 threads and some 32 MiB of trace queues at most.
+    /// control side to 64 threads, each holding at most a few hundred KiB
+    /// of trace events (`EventStream`).
     public static let maximumConnections = 64
 
     /// Listens at `path` (absolute, as the daemon changes its working

@@ -18,7 +18,7 @@ final class EventStream: Sendable {
     /// holds about as many again (some 200 KiB of event lines) before events
     /// start to wait here, so only a client that stopped reading for
     /// thousands of events is dropped, while a stalled one costs at most
-    /// 4096 × `MemoryLayout<MachineEvent>.stride` (under 256 KiB) here.
+    /// 2 × 4096 × `MemoryLayout<MachineEvent>.stride` (a few hundred KiB).
     static let capacity = 4096
 
     private struct Queue {

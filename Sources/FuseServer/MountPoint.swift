@@ -20,10 +20,17 @@ import SystemPackage
 /// Two servers started on one directory at the same moment must not both
 /// pass these checks and then mount one over the other: the loser, failing
 /// later (its control socket is taken), would unmount by path, and so
-/// detach the mount on top, the winner's. So the checks and the mount are
-/// one step for iommufs servers: `whileClaimed` holds an exclusive flock on
-/// the mount point's parent directory across them, and the second server,
-/// once it gets the lock, finds the first one's mount and is refused.
+/// detach the mount on top, the winner's. So the last checks and the mount
+/// are one step for iommufs servers: `whileClaimed` holds an exclusive
+/// flock on the mount point's parent directory across them, and the second
+/// server, once it gets the lock, finds the first one's mount and is
+/// refused. Under the lock only the mount table and the directory itself
+/// are read: the stale-mount check asks a server mounted there (statfs),
+/// which may take its time, so it runs before, and a slow server holds up
+/// only the one mounting over it, not every server mounting beside it. A
+/// dead mount found then is detached under the lock, if it is still the
+/// topmost: another server may have detached it and mounted meanwhile, and
+/// a detach by path would take that server's mount.
 enum MountPoint {
     /// Runs `mount` with the canonical path of the directory at `path` once
     /// it is ready to mount on, with the mount point claimed (see above)
@@ -31,24 +38,28 @@ enum MountPoint {
     static func whileClaimed<R>(_ path: String, allowNonEmpty: Bool, logger: Logger,
                                 _ mount: (String) throws(FuseServerError) -> R) throws(FuseServerError) -> R {
         let canonical = try canonicalPath(path)
+        let dead = try deadMount(at: canonical, as: path)
         let lock = lockParent(of: canonical)
         defer { if lock >= 0 { close(lock) } }
-        try prepare(canonical, as: path, allowNonEmpty: allowNonEmpty, logger: logger)
+        // Still on top: no other server detached it (and mounted) meanwhile.
+        if let dead, topmostMount(on: canonical)?.id == dead {
+            try detach(canonical, as: path, logger: logger)
+            if try deadMount(at: canonical, as: path) != nil { throw .staleMount(path, reason: "another one is under it") }
+        }
+        if topmostMount(on: canonical, ofType: iommufsType) != nil { throw .alreadyMounted(canonical) }
+        if !allowNonEmpty, try hasEntries(canonical, as: path) { throw .mountpointNotEmpty(path) }
         return try mount(canonical)
     }
 
-    /// The checks above, in order, on `canonical` (`path` as the user typed
-    /// it, for messages).
-    private static func prepare(_ canonical: String, as path: String, allowNonEmpty: Bool, logger: Logger) throws(FuseServerError) {
-        var status = try status(of: canonical, as: path)
-        if status == .staleMount {
-            try detachStaleMount(at: canonical, as: path, logger: logger)
-            status = try Self.status(of: canonical, as: path)
-            if status == .staleMount { throw .staleMount(path, reason: "it is still there after detaching") }
+    /// The mount table's id of a dead mount on `canonical` (`path` as the
+    /// user typed it, for messages); nil if a directory answers there.
+    private static func deadMount(at canonical: String, as path: String) throws(FuseServerError) -> Substring? {
+        let topmost = topmostMount(on: canonical)?.id
+        switch try status(of: canonical, as: path) {
+        case .directory: return nil
+        case .notADirectory: throw .mountpointNotADirectory(path)
+        case .staleMount: return topmost
         }
-        guard status == .directory else { throw .mountpointNotADirectory(path) }
-        if isIommufsMount(canonical) { throw .alreadyMounted(canonical) }
-        if !allowNonEmpty, try hasEntries(canonical, as: path) { throw .mountpointNotEmpty(path) }
     }
 
     /// realpath(3): the same directory typed two ways is one mount point
@@ -111,7 +122,7 @@ enum MountPoint {
 
     /// Lazily detaches the dead mount: umount2(MNT_DETACH) as root, else
     /// `fusermount3 -u -z` (setuid, allowed for the user who mounted it).
-    private static func detachStaleMount(at canonical: String, as path: String, logger: Logger) throws(FuseServerError) {
+    private static func detach(_ canonical: String, as path: String, logger: Logger) throws(FuseServerError) {
         if umount2(canonical, Int32(MNT_DETACH)) != 0 {
             let umountError = Errno.last
             guard umountError == .notPermitted else { throw .staleMount(path, reason: "umount2: \(umountError)") }
@@ -131,7 +142,7 @@ enum MountPoint {
     /// False if neither worked.
     static func abortConnection(at canonicalPath: String) -> Bool {
         if umount2(canonicalPath, Int32(MNT_FORCE | MNT_DETACH)) == 0 { return true }
-        guard let minor = connectionNumber(of: canonicalPath) else { return false }
+        guard let minor = topmostMount(on: canonicalPath, ofType: iommufsType)?.minor else { return false }
         let fd = open("/sys/fs/fuse/connections/\(minor)/abort", O_WRONLY)
         guard fd >= 0 else { return false }
         let written = write(fd, "1", 1)
@@ -141,38 +152,37 @@ enum MountPoint {
         return true
     }
 
-    /// The fusectl connection number of the topmost iommufs mount on
-    /// `canonicalPath`: the minor device number of its superblock, read from
-    /// /proc/self/mountinfo (a stat of the mount could hang on it).
-    private static func connectionNumber(of canonicalPath: String) -> Substring? {
+    /// The file system type of iommufs mounts (`subtype=iommufs`).
+    private static let iommufsType = "fuse.iommufs"
+
+    /// One line of /proc/self/mountinfo.
+    private struct MountEntry {
+        /// The mount's id, unique while it is mounted.
+        var id: Substring
+        /// The minor device number of its superblock: for a FUSE mount the
+        /// fusectl connection number.
+        var minor: Substring
+    }
+
+    /// The topmost mount on `canonicalPath` (of file system `type`, if
+    /// given), from /proc/self/mountinfo: a stat of the mount could hang on
+    /// it. Later lines are mounted later, so the last match is on top.
+    private static func topmostMount(on canonicalPath: String, ofType type: String? = nil) -> MountEntry? {
         guard let table = try? readFile("/proc/self/mountinfo") else { return nil }
         // "id parent major:minor root mountpoint options [optional...] - fstype source superoptions"
-        var number: Substring?
+        var topmost: MountEntry?
         for line in table.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count > 4, unescapeMountField(fields[4]) == canonicalPath,
                   let separator = fields.firstIndex(of: "-"), separator + 1 < fields.count,
-                  fields[separator + 1] == "fuse.iommufs",
+                  type.map({ fields[separator + 1] == $0 }) ?? true,
                   let minor = fields[2].split(separator: ":").last else { continue }
-            number = minor
+            topmost = MountEntry(id: fields[0], minor: minor)
         }
-        return number
+        return topmost
     }
 
-    /// True when the topmost mount on `canonicalPath` is an iommufs one.
-    private static func isIommufsMount(_ canonicalPath: String) -> Bool {
-        guard let table = try? readFile("/proc/self/mounts") else { return false }
-        // "source mountpoint fstype options 0 0"; later lines are mounted
-        // later, so the last match is on top.
-        var topmostType: Substring?
-        for line in table.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            if fields.count > 2, unescapeMountField(fields[1]) == canonicalPath { topmostType = fields[2] }
-        }
-        return topmostType == "fuse.iommufs"
-    }
-
-    /// /proc/mounts writes space, tab, newline and backslash as `\ooo`.
+    /// /proc/self/mountinfo writes space, tab, newline and backslash as `\ooo`.
     private static func unescapeMountField(_ field: Substring) -> String {
         var bytes: [UInt8] = []
         var utf8 = field.utf8[...]
