@@ -28,9 +28,9 @@ import SystemPackage
 /// are read: the stale-mount check asks a server mounted there (statfs),
 /// which may take its time, so it runs before, and a slow server holds up
 /// only the one mounting over it, not every server mounting beside it. A
-/// dead mount found then is detached under the lock, if it is still the
-/// topmost: another server may have detached it and mounted meanwhile, and
-/// a detach by path would take that server's mount.
+/// dead mount found then is detached under the lock, if it is still there:
+/// another server may have detached it and mounted meanwhile, and a detach
+/// by path would take that server's mount.
 enum MountPoint {
     /// Runs `mount` with the canonical path of the directory at `path` once
     /// it is ready to mount on, with the mount point claimed (see above)
@@ -41,8 +41,11 @@ enum MountPoint {
         let dead = try deadMount(at: canonical, as: path)
         let lock = lockParent(of: canonical)
         defer { if lock >= 0 { close(lock) } }
-        // Still on top: no other server detached it (and mounted) meanwhile.
-        if let dead, topmostMount(on: canonical)?.id == dead {
+        // Still there: no other server detached it (and mounted) meanwhile.
+        // Mount ids are reused at once, so a new mount may have the dead
+        // one's id: it is asked again (a dead mount answers at once, a new
+        // one once its server serves, which does not wait for this lock).
+        if let dead, topmostMount(on: canonical)?.id == dead, try deadMount(at: canonical, as: path) != nil {
             try detach(canonical, as: path, logger: logger)
             if try deadMount(at: canonical, as: path) != nil { throw .staleMount(path, reason: "another one is under it") }
         }
