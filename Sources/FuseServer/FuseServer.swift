@@ -45,6 +45,8 @@ public final class FuseServer {
 
     /// Creates the FUSE session for `tree`; nothing is mounted yet.
     public init(tree: SysfsTree, options: MountOptions, logger: Logger) throws(FuseServerError) {
+        // libfuse's -d trace stays libfuse's own, on stderr.
+        if !options.debug { LibfuseLog.route(to: logger) }
         let context = Unmanaged.passRetained(ServerContext(tree: tree, singleThreaded: options.singleThreaded, logger: logger))
         guard let session = Self.makeSession(options, userdata: context.toOpaque()) else {
             context.release()

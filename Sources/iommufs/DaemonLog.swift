@@ -4,7 +4,8 @@ import Synchronization
 
 /// The server's one logger, for what the person running it should know
 /// (a stale mount cleaned up, a cache notification that failed, why the
-/// server stopped, a trace client dropped, a control connection refused).
+/// server stopped, a trace client dropped, a control connection refused,
+/// libfuse's own messages).
 ///
 /// While the process has its terminal the lines go to stderr as
 /// `iommufs: message`; once it detached (`detach()`, right after
