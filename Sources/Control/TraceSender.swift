@@ -16,6 +16,9 @@ struct TraceSender {
     let fd: Int32
     /// `SO_SNDBUF` of the socket.
     private let sendBuffer: Int
+    /// Free space kept in the send buffer: `reserve`, or half of a buffer
+    /// set smaller than twice that.
+    private let kept: Int
     /// Bytes accepted from the caller that the socket did not take yet (a
     /// short send; not expected under the reserve, handled all the same).
     private var pending: ArraySlice<UInt8> = []
@@ -40,14 +43,17 @@ struct TraceSender {
         let known = getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &length) == 0
         // Unknown: the smallest the kernel allows (SOCK_MIN_SNDBUF is ~4.5 KiB).
         sendBuffer = known ? Int(size) : 4608
+        kept = min(Self.reserve, sendBuffer / 2)
     }
 
-    /// True when the socket takes another batch and still leaves `reserve`.
+    /// True when the socket takes another batch and still leaves `reserve`
+    /// (if the kernel cannot tell what is unread, when nothing is pending:
+    /// sends still never block, but the notice may find no room).
     var hasRoom: Bool {
         guard pending.isEmpty else { return false }
         var unread: Int32 = 0
-        guard ioctl(fd, Self.SIOCOUTQ, &unread) == 0 else { return false }
-        return Int(unread) + Self.reserve <= sendBuffer
+        guard ioctl(fd, Self.SIOCOUTQ, &unread) == 0 else { return true }
+        return Int(unread) + kept <= sendBuffer
     }
 
     /// Sends `lines` as far as the socket takes them now; false if the
