@@ -359,7 +359,7 @@ private func opCreate(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePo
 /// does; one that still gets here is a bug, answered with EIO and reported.
 private func replyError(_ req: fuse_req_t?, _ errno: Int32) {
     guard errno < Errno.firstKernelInternal else {
-        Diagnostics.log("internal error: errno \(errno) reached a FUSE reply (answered EIO instead); please report this")
+        ServerContext.of(req).logger.error("internal error: errno \(errno) reached a FUSE reply (answered EIO instead); please report this")
         fuse_reply_err(req, EIO)
         return
     }

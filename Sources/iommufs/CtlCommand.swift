@@ -14,8 +14,9 @@ struct CtlCommand: ParsableCommand {
         discussion: """
             Name the server by its mount point (--mount; the socket is beside it: /x/mnt → \
             /x/.mnt.iommufs-ctl) or by the socket itself (--socket, for `mount --control PATH`). \
-            Only root and the user running the server may connect. On failure the exit status \
-            is 1 and stderr says `iommufs: EPERM: <what failed>`.
+            Only root and the user running the server may connect, at most 64 connections at \
+            once (one more is refused with EAGAIN). On failure the exit status is 1 and stderr \
+            says `iommufs: EPERM: <what failed>`.
 
             Examples:
               iommufs ctl --mount mnt vfio attach --container c1 4
@@ -551,7 +552,9 @@ extension CtlCommand {
                 One line per event: device-added, device-removed, group-created, group-released, \
                 domain-attached, type-changed, owner-claimed, owner-released, driver-bound, \
                 driver-unbound, with key=value fields. Once subscribed, `iommufs: tracing` goes to \
-                stderr, so a script can start acting.
+                stderr, so a script can start acting. A trace that falls 4096 events behind (its \
+                output paused, say in a pager) is dropped by the server: the events it got are \
+                printed, then `iommufs: ENOBUFS: trace dropped: ...`, and the exit status is 1.
 
                 Examples:
                   iommufs ctl --mount mnt trace

@@ -483,7 +483,10 @@ func withTopology<R>(_ json: String, _ body: (MountedMachine, String) throws -> 
 extension MountedMachine {
     /// Where the server puts its control socket: beside the mount point,
     /// `/x/mnt` → `/x/.mnt.iommufs-ctl`.
-    var controlSocket: String {
+    var controlSocket: String { Self.controlSocket(of: root) }
+
+    /// The control socket of a server on the mount point `root`.
+    static func controlSocket(of root: String) -> String {
         let slash = root.lastIndex(of: "/")!
         return root[...slash] + "." + root[root.index(after: slash)...] + ".iommufs-ctl"
     }

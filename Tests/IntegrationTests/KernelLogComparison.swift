@@ -37,8 +37,7 @@ struct KernelLogComparison {
     static let burst = 10
     static let interval = 5.0
 
-    private let socket: Int32
-    private var buffered: [UInt8] = []
+    private var connection: ControlConnection
     /// Per function: transcript line indexes of the guest's suppression notices.
     private let guestNotices: [String: [Int]]
     /// The guest's lines per call site since its last notice of the site's function.
@@ -54,7 +53,7 @@ struct KernelLogComparison {
     /// Connects to the mount's control socket and (unless told otherwise)
     /// clears the boot log, which `BootLogConformanceTests` compares.
     init(mount: MountedMachine, lines: [TranscriptLine], clearingBootLog: Bool = true) throws {
-        socket = try Self.connect(mount.controlSocket)
+        connection = try ControlConnection(path: mount.controlSocket)
         var notices: [String: [Int]] = [:]
         for (index, line) in lines.enumerated() where line.kind == "kmsg:" {
             if case .notice(let function) = Self.classify(Self.text(line)) { notices[function, default: []].append(index) }
@@ -63,7 +62,7 @@ struct KernelLogComparison {
         if clearingBootLog { _ = readAndClear() }
     }
 
-    func close() { Glibc.close(socket) }
+    func close() { connection.close() }
 
     /// After the step at `index`: its `kmsg:` lines against what iommufs
     /// logged.
@@ -220,52 +219,17 @@ struct KernelLogComparison {
 
     // MARK: the control socket
 
-    static func connect(_ path: String) throws -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw MountedMachine.MountError(description: "control socket path too long: \(path)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (k, b) in bytes.enumerated() { raw[k] = b }
-        }
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        let ok = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard fd >= 0, ok == 0 else {
-            if fd >= 0 { Glibc.close(fd) }
-            throw MountedMachine.MountError(description: "cannot connect to \(path): errno \(errno)")
-        }
-        return fd
-    }
-
     /// `{"verb":"dmesg","clear":true}`: the lines logged since the last
     /// call, with their timestamps in seconds.
     mutating func readAndClear() -> [(time: Double, text: String)] {
-        let request = Array("{\"verb\":\"dmesg\",\"clear\":true}\n".utf8)
-        guard request.withUnsafeBytes({ Glibc.write(socket, $0.baseAddress, $0.count) }) == request.count,
-              let reply = readLine(), let json = try? JSON.parse(reply),
+        guard connection.send(#"{"verb":"dmesg","clear":true}"#),
+              let reply = connection.readLine(), let json = try? JSON.parse(reply),
               let lines = json["lines"]?.arrayValue else {
             return [(0, "<no reply from the control socket>")]
         }
         return lines.compactMap(\.stringValue).map { line in
             let stamp = line.dropFirst().prefix { $0 != "]" }.trimmingCharacters(in: .whitespaces)
             return (Double(stamp) ?? 0, Self.stripTimestamp(line))
-        }
-    }
-
-    private mutating func readLine() -> [UInt8]? {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            if let newline = buffered.firstIndex(of: UInt8(ascii: "\n")) {
-                defer { buffered.removeSubrange(...newline) }
-                return Array(buffered[..<newline])
-            }
-            let n = Glibc.read(socket, &chunk, chunk.count)
-            if n <= 0 { return nil }
-            buffered += chunk[..<n]
         }
     }
 }
