@@ -59,7 +59,9 @@ let package = Package(
             "Topology", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "Topology", "IOMMUCore", "Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

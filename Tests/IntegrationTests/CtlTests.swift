@@ -478,16 +478,6 @@ import Topology
 
     // MARK: Helpers
 
-    /// `ctl dump` now, booted again from a file: the same document.
-    private func expectDumpRoundTrip(_ m: MountedMachine, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let dump = try m.ctlOK("dump")
-        try withTopology(dump) { again in
-            let second = try again.ctlOK("dump")
-            #expect(second == dump, sourceLocation: sourceLocation)
-            #expect(SysfsPCI(again).groupMap() == SysfsPCI(m).groupMap(), sourceLocation: sourceLocation)
-        }
-    }
-
     private func expectWriteError(_ script: String, _ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let result = bash(script)
         #expect(result.status != 0, sourceLocation: sourceLocation)

@@ -1,5 +1,7 @@
+import Control
 import Foundation
 import Glibc
+import SystemPackage
 import Testing
 import TestSupport
 
@@ -153,12 +155,8 @@ final class CallRecord: @unchecked Sendable {
     }
 }
 
-func errnoName(_ e: Int32) -> String {
-    let names: [Int32: String] = [EPERM: "EPERM", ENOENT: "ENOENT", EIO: "EIO", EBADF: "EBADF", EACCES: "EACCES",
-                                  EBUSY: "EBUSY", ENODEV: "ENODEV", EINVAL: "EINVAL", ERANGE: "ERANGE",
-                                  ENOTCONN: "ENOTCONN", EINTR: "EINTR", ENOSYS: "ENOSYS"]
-    return names[e] ?? "errno \(e)"
-}
+/// The errno's kernel name (`EBUSY`), as `iommufs ctl` prints it.
+func errnoName(_ e: Int32) -> String { SystemPackage.Errno(rawValue: e).kernelName }
 
 /// opendir + readdir to the end, with the errno of whichever failed.
 func listOutcome(_ path: String) -> Syscall.Outcome {
@@ -176,82 +174,4 @@ func readlinkOutcome(_ path: String) -> Syscall.Outcome {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink(path, &buffer, buffer.count - 1)
     return n < 0 ? .failed(errno) : .ok(n)
-}
-
-// MARK: - The consistency of a quiet tree
-
-/// What holds in any state the tree can be in once nothing changes it:
-/// every link resolves inside the mount; every device is in exactly one
-/// group's `devices/` and its `iommu_group` link names that group; group
-/// directories are non-empty; a device's `driver` link and its driver's
-/// directory agree.
-///
-/// Waits out the kernel's 1 s entry cache first, so that what is checked is
-/// the server's tree and not a dentry cached before the last change (the
-/// tests that check visibility "at once" do so explicitly).
-func expectConsistentTree(_ m: MountedMachine, sourceLocation: SourceLocation = #_sourceLocation) {
-    usleep(1_100_000)
-    let pci = SysfsPCI(m)
-
-    var links = 0
-    func walk(_ path: String) {
-        guard let st = Syscall.lstat(path) else {
-            Issue.record("lstat \(path) failed", sourceLocation: sourceLocation)
-            return
-        }
-        switch st.st_mode & S_IFMT {
-        case S_IFDIR:
-            for entry in Syscall.list(path) { walk(path + "/" + entry) }
-        case S_IFLNK:
-            links += 1
-            guard let target = Syscall.readlink(path) else {
-                Issue.record("readlink \(path) failed", sourceLocation: sourceLocation)
-                return
-            }
-            let resolved = URL(fileURLWithPath: (path as NSString).deletingLastPathComponent)
-                .appendingPathComponent(target).standardized.path
-            #expect(resolved.hasPrefix(m.root + "/"), "\(path) → \(target) leaves the mount", sourceLocation: sourceLocation)
-            #expect(Syscall.lstat(resolved) != nil, "\(path) → \(target) dangles", sourceLocation: sourceLocation)
-        default:
-            break
-        }
-    }
-    walk(m.root)
-    #expect(links > 60, sourceLocation: sourceLocation)
-
-    let groupNames = Syscall.list(m.path("kernel/iommu_groups"))
-    #expect(Set(groupNames).count == groupNames.count, "duplicate group entries \(groupNames)", sourceLocation: sourceLocation)
-    var membership: [String: [Int]] = [:]
-    for name in groupNames {
-        guard let id = Int(name), String(id) == name else {
-            Issue.record("group directory \(name.debugDescription)", sourceLocation: sourceLocation)
-            continue
-        }
-        let members = pci.members(id)
-        #expect(!members.isEmpty, "group \(id) is empty", sourceLocation: sourceLocation)
-        for member in members { membership[member, default: []].append(id) }
-        #expect(["DMA", "DMA-FQ", "identity"].contains(pci.typeText(id) ?? "?"), "group \(id) type", sourceLocation: sourceLocation)
-    }
-    let devices = pci.devices()
-    #expect(Set(membership.keys) == devices, "group members vs bus/pci/devices", sourceLocation: sourceLocation)
-    for device in devices {
-        let groups = membership[device] ?? []
-        #expect(groups.count == 1, "\(device) is in groups \(groups)", sourceLocation: sourceLocation)
-        #expect(pci.group(of: device) == groups.first, "\(device)'s iommu_group link", sourceLocation: sourceLocation)
-    }
-
-    let drivers = Syscall.list(m.path("bus/pci/drivers"))
-    var boundTo: [String: [String]] = [:]
-    for driver in drivers {
-        for device in pci.bound(to: driver) { boundTo[device, default: []].append(driver) }
-    }
-    for device in devices {
-        let link = pci.driverLink(of: device)
-        let listed = boundTo[device] ?? []
-        #expect(listed.count <= 1, "\(device) listed by drivers \(listed)", sourceLocation: sourceLocation)
-        #expect(link.flatMap { $0.split(separator: "/").last.map(String.init) } == listed.first,
-                "\(device): driver link \(link ?? "none"), listed by \(listed)", sourceLocation: sourceLocation)
-        #expect(link.map { $0.contains("/bus/pci/drivers/") } ?? true, "\(device): driver link \(link ?? "")",
-                sourceLocation: sourceLocation)
-    }
 }
