@@ -118,16 +118,33 @@ import TestSupport
 }
 
 /// What the stress workers saw: counts per kind and result, calls that
-/// answered with an errno no kernel store gives, the slowest call.
+/// answered with an errno no kernel store gives, the slowest call, how many
+/// took longer than the bound.
 final class CallRecord: @unchecked Sendable {
     private let lock = NSLock()
     private var tally: [String: Int] = [:]
     private var odd: [String] = []
     private var slowestTime = 0.0
     private var slowestName = ""
+    private var overBoundCount = 0
+    /// The errnos a call may answer with.
+    let allowed: Set<Int32>
+    /// The seconds a call may take.
+    let bound: Double
+    /// Told each call before it runs (to show what a stuck worker was doing).
+    private let announce: (@Sendable (String) -> Void)?
 
-    /// Runs one call and files its outcome under `kind`.
-    func call(_ kind: String, _ body: () -> Syscall.Outcome) {
+    init(allowed: Set<Int32> = StressTests.kernelErrnos, bound: Double = StressTests.slowCall,
+         announce: (@Sendable (String) -> Void)? = nil) {
+        self.allowed = allowed
+        self.bound = bound
+        self.announce = announce
+    }
+
+    /// Runs one call and files its outcome under `kind`; `detail` says
+    /// with what (a path, a payload).
+    func call(_ kind: String, _ detail: @autoclosure () -> String = "", _ body: () -> Syscall.Outcome) {
+        announce?(kind + " " + detail())
         let start = Date()
         let outcome = body()
         let elapsed = Date().timeIntervalSince(start)
@@ -138,10 +155,11 @@ final class CallRecord: @unchecked Sendable {
         }
         lock.lock(); defer { lock.unlock() }
         tally[kind + " " + result, default: 0] += 1
-        if case .failed(let e) = outcome, !StressTests.kernelErrnos.contains(e), odd.count < 50 {
-            odd.append("\(kind): \(result)")
+        if case .failed(let e) = outcome, !allowed.contains(e), odd.count < 50 {
+            odd.append("\(kind) \(detail()): \(result)")
         }
-        if elapsed > slowestTime { (slowestTime, slowestName) = (elapsed, kind) }
+        if elapsed > slowestTime { (slowestTime, slowestName) = (elapsed, kind + " " + detail()) }
+        if elapsed > bound { overBoundCount += 1 }
     }
 
     var unexpected: [String] { lock.lock(); defer { lock.unlock() }; return odd }
@@ -149,9 +167,34 @@ final class CallRecord: @unchecked Sendable {
     var count: Int { lock.lock(); defer { lock.unlock() }; return tally.values.reduce(0, +) }
     var slowest: Double { lock.lock(); defer { lock.unlock() }; return slowestTime }
     var slowestCall: String { lock.lock(); defer { lock.unlock() }; return slowestName }
+    var overBound: Int { lock.lock(); defer { lock.unlock() }; return overBoundCount }
     var summary: String {
         lock.lock(); defer { lock.unlock() }
         return tally.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+    }
+
+    /// Everything recorded, as lines another process can `absorb`.
+    var report: String {
+        lock.lock(); defer { lock.unlock() }
+        let flat = { (text: String) in text.map { $0 == "\n" || $0 == "\t" ? " " : String($0) }.joined() }
+        return (tally.map { "tally\t\($0.key)\t\($0.value)" } + odd.map { "odd\t" + flat($0) }
+                + ["slowest\t\(slowestTime)\t\(flat(slowestName))", "over\t\(overBoundCount)"]).joined(separator: "\n") + "\n"
+    }
+
+    /// Adds what another process's record `report`ed.
+    func absorb(_ report: String) {
+        lock.lock(); defer { lock.unlock() }
+        for line in report.split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            switch (fields.first, fields.count) {
+            case ("tally", 3): tally[fields[1], default: 0] += Int(fields[2]) ?? 0
+            case ("odd", 2): odd.append(fields[1])
+            case ("slowest", 3):
+                if let time = Double(fields[1]), time > slowestTime { (slowestTime, slowestName) = (time, fields[2]) }
+            case ("over", 2): overBoundCount += Int(fields[1]) ?? 0
+            default: odd.append("a line of a worker's report: \(line)")
+            }
+        }
     }
 }
 

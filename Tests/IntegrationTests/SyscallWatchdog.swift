@@ -15,6 +15,10 @@ import Testing
 /// fails the outstanding requests with ENOTCONN and the call returns. The
 /// caller picks the hang up with `takeHang()` and fails the test with it;
 /// `MountedMachine.stop` unmounts what is left lazily.
+///
+/// The calls watched are this process's (`time`) or other processes' that
+/// say when their current call started (`watching`, by the monotonic clock
+/// all processes share).
 final class SyscallWatchdog: Sendable {
     /// A call that had not returned when its bound ran out.
     struct Hang: Sendable {
@@ -25,15 +29,17 @@ final class SyscallWatchdog: Sendable {
         var dump: String?
     }
 
-    private struct Call {
-        var started: ContinuousClock.Instant
+    /// The oldest call in progress: when it started (`monotonicNanoseconds`) and what it is.
+    typealias CallInProgress = @Sendable () -> (started: UInt64, what: String)?
+
+    private struct Watched {
         var bound: Duration
-        var what: @Sendable () -> String
+        var inProgress: CallInProgress
     }
 
     private struct State {
         var machine: MountedMachine
-        var current: Call?
+        var current: Watched?
         var hang: Hang?
         var overBound: [String] = []
         var stopped = false
@@ -64,11 +70,10 @@ final class SyscallWatchdog: Sendable {
     /// Runs `body`, a call into the mount described by `what`, under the
     /// bound (or `bound`); a call that took longer is listed in `overBound`.
     func time<T>(_ what: @autoclosure @escaping @Sendable () -> String, bound: Duration? = nil, _ body: () throws -> T) rethrows -> T {
-        let started = ContinuousClock.now
-        let limit = bound ?? self.bound
-        state.withLock { $0.current = Call(started: started, bound: limit, what: what) }
+        let started = monotonicNanoseconds(), limit = bound ?? self.bound
+        state.withLock { $0.current = Watched(bound: limit, inProgress: { (started, what()) }) }
         defer {
-            let elapsed = ContinuousClock.now - started
+            let elapsed = Duration.nanoseconds(Int64(monotonicNanoseconds() - started))
             state.withLock { s in
                 s.current = nil
                 // A hang is reported as such (`takeHang`).
@@ -78,8 +83,16 @@ final class SyscallWatchdog: Sendable {
         return try body()
     }
 
-    /// The calls that took longer than their bound but returned by
-    /// themselves.
+    /// Runs `body`, which waits for other processes, while watching the
+    /// calls they make (`inProgress`) under the bound.
+    func watching<T>(_ inProgress: @escaping CallInProgress, _ body: () async throws -> T) async rethrows -> T {
+        state.withLock { $0.current = Watched(bound: bound, inProgress: inProgress) }
+        defer { state.withLock { $0.current = nil } }
+        return try await body()
+    }
+
+    /// The calls of this process that took longer than their bound but
+    /// returned by themselves.
     var overBound: [String] { state.withLock { $0.overBound } }
 
     /// The hang found since the last call, if any; the server is dead then.
@@ -90,27 +103,22 @@ final class SyscallWatchdog: Sendable {
         }
     }
 
-    private enum Look {
-        case stop, quiet
-        case stuck(MountedMachine, call: String, bound: Duration)
-    }
-
     private func watch() {
         defer { finished.signal() }
         while true {
             usleep(50_000)
-            let look = state.withLock { s -> Look in
-                if s.stopped { return .stop }
-                guard let call = s.current, s.hang == nil, ContinuousClock.now - call.started > call.bound else { return .quiet }
-                return .stuck(s.machine, call: call.what(), bound: call.bound)
-            }
-            guard case .stuck(let machine, let call, let bound) = look else {
-                if case .stop = look { return }
-                continue
-            }
+            let (stopped, watched, machine) = state.withLock { s in (s.stopped, s.hang == nil ? s.current : nil, s.machine) }
+            if stopped { return }
+            guard let watched, let call = watched.inProgress(),
+                  Duration.nanoseconds(Int64(monotonicNanoseconds() &- call.started)) > watched.bound else { continue }
+
             let dump = Self.dump(of: machine)
             kill(machine.server.pid, SIGKILL)
-            state.withLock { $0.hang = Hang(call: call, bound: bound, dump: dump) }
+            // Reaped at once: swift-testing's exit tests wait for any child
+            // and go round a zombie they do not know forever.
+            var status: Int32?
+            for _ in 0..<1000 where machine.server.isRunning(exitStatus: &status) { usleep(10_000) }
+            state.withLock { $0.hang = Hang(call: call.what, bound: watched.bound, dump: dump) }
         }
     }
 
@@ -125,6 +133,13 @@ final class SyscallWatchdog: Sendable {
         }.start()
         return done.wait(timeout: .now() + 10) == .success ? answer.withLock { $0 } : nil
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
 extension SyscallWatchdog.Hang {
