@@ -116,8 +116,9 @@ func expectConsistentTree(_ m: MountedMachine, sourceLocation: SourceLocation = 
 /// `iommu_group_store_type` refuses every store but DMA → DMA-FQ with EPERM
 /// while it is not. So each group's own type is stored back: EPERM exactly
 /// where the dump names an owner; elsewhere success, or EINVAL where
-/// `iommu_get_default_domain_type` refuses the type for a member (a group
-/// with an untrusted device reaches DMA-FQ only by the live upgrade); and
+/// `iommu_get_default_domain_type` refuses the type for a member (an
+/// untrusted device, or a driver's wish, that the group's DMA-FQ came past
+/// by the live DMA → DMA-FQ upgrade); and
 /// the state the same afterwards. A count that leaked shows up as EPERM
 /// once its owners are gone, which the next round of a stress or fuzz test
 /// checks.
