@@ -149,7 +149,8 @@ enum StressProcess {
         let operations = operations(plan, m)
         let weights = operations.map(\.weight).reduce(0, +)
         let deadline = Date().addingTimeInterval(plan.seconds)
-        while Date() < deadline {
+        // A mount whose server is gone (killed by the watchdog) has nothing more to say.
+        while Date() < deadline && !record.kinds.contains(where: { $0.hasSuffix(" ENOTCONN") }) {
             var ticket = Int(random.next() % UInt64(weights))
             let operation = operations.first { ticket -= $0.weight; return ticket < 0 }!
             operation.run(&random, record)

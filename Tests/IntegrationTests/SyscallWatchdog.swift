@@ -27,6 +27,8 @@ final class SyscallWatchdog: Sendable {
         /// `ctl dump` when the call was found stuck; nil if the server did
         /// not answer that within 10 s either.
         var dump: String?
+        /// What the server printed on stderr until it was killed.
+        var serverLog: String
     }
 
     /// The oldest call in progress: when it started (`monotonicNanoseconds`) and what it is.
@@ -118,7 +120,8 @@ final class SyscallWatchdog: Sendable {
             // and go round a zombie they do not know forever.
             var status: Int32?
             for _ in 0..<1000 where machine.server.isRunning(exitStatus: &status) { usleep(10_000) }
-            state.withLock { $0.hang = Hang(call: call.what, bound: watched.bound, dump: dump) }
+            let hang = Hang(call: call.what, bound: watched.bound, dump: dump, serverLog: machine.serverLog)
+            state.withLock { $0.hang = hang }
         }
     }
 
@@ -143,17 +146,15 @@ func monotonicNanoseconds() -> UInt64 {
 }
 
 extension SyscallWatchdog.Hang {
-    /// Whether issue 10's bug 1 explains the hang: a group without a
-    /// default domain (bug 2) makes a driver's probe of its members end in
-    /// EPROBE_DEFER, which the server passes on to the kernel.
-    var isIssue10Bug1: Bool {
-        guard let dump, let ownership = try? DumpedOwnership(dump: dump) else { return false }
-        return ownership.groups.contains { $0.type == nil }
-    }
+    /// Whether issue 10's bug 1 explains the hang: the server replied with
+    /// an errno of 512 or more (EPROBE_DEFER, from a probe on a group
+    /// without a default domain), which the kernel refused, and libfuse said
+    /// so.
+    var isIssue10Bug1: Bool { serverLog.contains("fuse: writing device: Invalid argument") }
 
     /// Fails the test with the hang and the server's state at the time.
     func record(sourceLocation: SourceLocation = #_sourceLocation) {
-        let message = "\(call) did not return within \(bound); the server was killed to end it. "
+        let message = "\(call) did not return within \(bound); the server was killed to end it. Its stderr: \(serverLog.suffix(2000)). "
             + "State then: \(dump.map { String($0.prefix(20_000)) } ?? "(no answer to ctl dump)")"
         if isIssue10Bug1 {
             // Issue 10, bug 1: a store ending in EPROBE_DEFER (517) never
