@@ -11,8 +11,10 @@ import TestSupport
 /// rescans change them); the first writes run with no fault armed and the
 /// state is dumped around each, so that a store that fails must leave it as
 /// it was; then writes and `ctl inject` steps interleave. Every call runs
-/// under the watchdog's bound. The random choices depend only on the seed
-/// (the time only decides where the run stops), so a seed replays a run.
+/// under the watchdog's bound. The choices depend only on the seed and on
+/// what the mount answered before, so a seed replays a run (the time only
+/// decides where it stops; faults armed with a probability are drawn by
+/// the server).
 struct WriteFuzzer {
     struct Settings {
         var seed: UInt64
