@@ -42,6 +42,8 @@ final class SyscallWatchdog: Sendable {
     private struct State {
         var machine: MountedMachine
         var current: Watched?
+        /// A stuck call was found: the server is being killed.
+        var firing = false
         var hang: Hang?
         var overBound: [String] = []
         var stopped = false
@@ -79,7 +81,7 @@ final class SyscallWatchdog: Sendable {
             state.withLock { s in
                 s.current = nil
                 // A hang is reported as such (`takeHang`).
-                if elapsed > limit && s.hang == nil { s.overBound.append("\(what()) took \(elapsed)") }
+                if elapsed > limit && !s.firing { s.overBound.append("\(what()) took \(elapsed)") }
             }
         }
         return try body()
@@ -98,10 +100,16 @@ final class SyscallWatchdog: Sendable {
     var overBound: [String] { state.withLock { $0.overBound } }
 
     /// The hang found since the last call, if any; the server is dead then.
+    /// (Waits while the server of a stuck call is being killed: the call
+    /// returns as soon as it dies.)
     func takeHang() -> Hang? {
-        state.withLock { s in
-            defer { s.hang = nil }
-            return s.hang
+        while true {
+            let (firing, hang) = state.withLock { s in
+                defer { if s.hang != nil { (s.firing, s.hang) = (false, nil) } }
+                return (s.firing, s.hang)
+            }
+            if hang != nil || !firing { return hang }
+            usleep(10_000)
         }
     }
 
@@ -109,10 +117,11 @@ final class SyscallWatchdog: Sendable {
         defer { finished.signal() }
         while true {
             usleep(50_000)
-            let (stopped, watched, machine) = state.withLock { s in (s.stopped, s.hang == nil ? s.current : nil, s.machine) }
+            let (stopped, watched, machine) = state.withLock { s in (s.stopped, s.firing ? nil : s.current, s.machine) }
             if stopped { return }
             guard let watched, let call = watched.inProgress(),
                   Duration.nanoseconds(Int64(monotonicNanoseconds() &- call.started)) > watched.bound else { continue }
+            state.withLock { $0.firing = true }
 
             let dump = Self.dump(of: machine)
             kill(machine.server.pid, SIGKILL)
