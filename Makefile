@@ -10,7 +10,7 @@ APT_PACKAGES = libfuse3-dev fuse3 pkg-config pciutils
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test conformance deps clean help bench
+.PHONY: all build run test conformance fuzz-writes stress deps clean help bench
 
 all: build
 
@@ -20,6 +20,9 @@ help:
 	@echo "make test     build and run every test, including the ones that mount"
 	@echo "make build    build only"
 	@echo "make conformance  replay the Linux 6.12/6.1 transcripts through a mount"
+	@echo "make fuzz-writes  seeded random writes to every writable file of each built-in machine, with"
+	@echo "              fault injection, for FUZZ_SECONDS (600) a machine, in parallel; FUZZ_SEED=N replays"
+	@echo "make stress   8 processes x STRESS_SECONDS (60) of mixed load on qemu-q35-alt (STRESS_SEED=N)"
 	@echo "make bench    iommufs next to the C anchors of ../shared/anchors, pinned, alternating;"
 	@echo "              QUICK=1 for a ~2 minute smoke run (see README, Performance)"
 
@@ -49,6 +52,22 @@ test: build
 # through a mount and prints per-section counts; fails on any mismatch or missing fixture.
 conformance: build
 	IOMMUFS_BIN=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs $(SWIFT) test $(BUILD_FLAGS) --filter Conformance
+
+# The long runs of the write fuzzer and of the mixed-load stress (`make test`
+# runs both for a few seconds). Each prints its seed, its counts and the
+# daemon's RSS; a fresh seed each run unless FUZZ_SEED / STRESS_SEED is given.
+FUZZ_SECONDS   ?= 600
+STRESS_SECONDS ?= 60
+FUZZ_SEED      ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+STRESS_SEED    ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+
+fuzz-writes: build
+	IOMMUFS_BIN=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs IOMMUFS_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		IOMMUFS_FUZZ_SEED=$(FUZZ_SEED) $(SWIFT) test $(BUILD_FLAGS) --filter WriteFuzzTests
+
+stress: build
+	IOMMUFS_BIN=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs IOMMUFS_STRESS_SECONDS=$(STRESS_SECONDS) \
+		IOMMUFS_STRESS_SEED=$(STRESS_SEED) $(SWIFT) test $(BUILD_FLAGS) --filter MixedLoadStressTests
 
 clean:
 	$(SWIFT) package clean

@@ -68,7 +68,9 @@ let package = Package(
         ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
         // Fixtures/oracle: the real-kernel transcripts, read from the source tree.
-        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "Control", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "Topology", "IOMMUCore", "Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system"),
+        ], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -290,6 +290,16 @@ public final class Machine: Sendable {
         }
     }
 
+    /// A rescan that finds only the described devices at `addresses` (their
+    /// bridges present): how a state restore re-adds a device the way a
+    /// hot-plug added it, without bringing back others that stay removed.
+    public func rescan(only addresses: Set<PCIAddress>) {
+        rescanRemove.withLock { _ in
+            let roots = presentBuses.filter { $0.bridge == nil }
+            addMissing(assigning: roots.map { .bus($0) }) { addresses.contains($0.spec.address) }
+        }
+    }
+
     /// `dev_rescan_store` (pci-sysfs.c): `pci_rescan_bus(pdev->bus)`, the
     /// bus `device` is on and every bus behind it.
     public func rescan(busOf device: Device) {

@@ -72,15 +72,18 @@ enum StateEncoder {
 
     /// The shortest `new_id` line that adds `id` again: vendor and device,
     /// then the subsystem ids and the class only where they match less
-    /// than everything.
+    /// than everything, and all seven fields for an id given with its
+    /// driver data (which `new_id_store` takes even for an id matched already).
     private static func newIDLine(_ id: PCIDynamicID) -> String {
         var fields = [id.vendor, id.device]
         let hasClass = id.classMask != 0
-        if hasClass || id.subvendor != PCIDynamicID.any || id.subdevice != PCIDynamicID.any {
+        if hasClass || id.driverData != nil || id.subvendor != PCIDynamicID.any || id.subdevice != PCIDynamicID.any {
             fields += [id.subvendor, id.subdevice]
         }
-        if hasClass { fields += [id.classCode, id.classMask] }
-        return fields.map { String($0, radix: 16) }.joined(separator: " ")
+        if hasClass || id.driverData != nil { fields += [id.classCode, id.classMask] }
+        var words = fields.map { String($0, radix: 16) }
+        if let data = id.driverData { words.append(String(data, radix: 16)) }
+        return words.joined(separator: " ")
     }
 
     /// Each container with its groups, split by the domain they share.
