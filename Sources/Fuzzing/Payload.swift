@@ -35,16 +35,14 @@ enum Payload {
         return bytes
     }
 
-    /// The text of `bytes` for a message: printable ASCII as it is, the
-    /// rest escaped the way `unescaped` reads it.
+    /// The text of a step's line for a message: printable ASCII as it is
+    /// (a backslash too: the line's escapes are its own), the rest escaped.
     static func escaped(_ bytes: some Sequence<UInt8>) -> String {
         var text = ""
         for byte in bytes {
             switch byte {
-            case 0x0a: text += "\\n"
             case 0x09: text += "\\t"
             case 0: text += "\\0"
-            case backslash: text += "\\\\"
             case 0x20..<0x7f: text.unicodeScalars.append(Unicode.Scalar(byte))
             default: text += "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16)
             }
