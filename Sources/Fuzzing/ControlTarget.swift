@@ -1,5 +1,4 @@
 import Control
-import Glibc
 import IOMMUCore
 import SystemPackage
 import Topology
@@ -9,34 +8,37 @@ import Topology
 /// as a client sends it, answered by the handler a server's sessions use.
 ///
 /// Properties: every line gets one well-formed reply; a refusal names an
-/// errno a process can receive (1...511) and says why; a line that is not
-/// UTF-8 is refused; the model's invariants hold after each request; a
-/// dump round-trips.
+/// errno a process can receive (1...511), says why and leaves the
+/// machine's state as it was; a line that is not UTF-8 is refused; the
+/// model's invariants hold after each request; a dump round-trips.
 enum ControlTarget {
     static func run(_ input: [UInt8]) -> [Finding] {
         let script = Script(input)
-        let machine: Machine
-        switch script.boot() {
-        case .success(let booted): machine = booted
-        case .failure(let finding): return [finding]
+        return script.withMachine { machine in
+            let handler = ControlHandler(machine: machine, document: script.document.text)
+            for index in script.steps.indices {
+                let findings = answerFindings(handler, Array(script.steps[index]), profile: script.profile)
+                    + machine.invariantViolations().map(Finding.init)
+                if !findings.isEmpty { return findings.map { $0.at(script.label(index)) } }
+            }
+            return []
         }
-        let handler = ControlHandler(machine: machine, document: script.document.text)
-        defer { Teardown.release(machine) }
-        for index in script.steps.indices {
-            let findings = answerFindings(handler, Array(script.steps[index]), profile: script.profile)
-                + machine.invariantViolations().map(Finding.init)
-            if !findings.isEmpty { return findings.map { $0.at(script.label(index)) } }
-        }
-        return []
     }
 
     /// Sends `line` to `handler`; what is wrong with its answer.
     static func answerFindings(_ handler: ControlHandler, _ line: [UInt8], profile: KernelProfile?) -> [Finding] {
+        let before = StateEncoder.state(of: handler.machine)
         guard case .reply(let reply) = handler.answer(line) else {
             // The session acknowledges and streams; nothing to check here.
             return []
         }
         var findings = replyFindings(reply)
+        if reply["ok"] == .bool(false) {
+            let after = StateEncoder.state(of: handler.machine)
+            if after != before {
+                findings.append(Finding("a refused request changed the state from \(before.compactText) to \(after.compactText)"))
+            }
+        }
         if String(validating: line, as: UTF8.self) == nil && reply["ok"] != .bool(false) {
             findings.append(Finding("a request that is not UTF-8 is accepted: \(reply.compactText.prefix(200))"))
         }

@@ -28,7 +28,10 @@ enum DecoderTarget {
             return error.reason.isEmpty ? [Finding("the boot fails without a reason: \(error)")] : []
         }
         let view = MachineTree(machine: machine)
-        defer { Teardown.release(view) }
+        defer {
+            Teardown.release(view)
+            Teardown.release(machine)
+        }
         let findings = machine.invariantViolations().map { Finding("after boot: " + $0) } + TreeChecks.findings(view)
         return findings + RoundTrip.findings(dump: document.dump(machine), profile: nil)
     }

@@ -46,17 +46,21 @@ struct Script {
         self.firstStepLine = hasHeader ? 2 : 1
     }
 
-    /// The machine booted, or why it did not boot (a built-in machine must).
-    /// Its resets take no time: a fuzzer runs one input at a time, and the
-    /// 100 ms a function reset lasts would be most of the run.
-    func boot() -> Result<Machine, Finding> {
+    /// What `body` finds on the machine, booted and released afterwards,
+    /// or that it did not boot (a built-in machine must). Its resets take
+    /// no time: a fuzzer runs one input at a time, and the 100 ms a
+    /// function reset lasts would be most of the run.
+    func withMachine(_ body: (Machine) -> [Finding]) -> [Finding] {
         var spec = document.spec
         for index in spec.devices.indices { spec.devices[index].resetDuration = .zero }
+        let machine: Machine
         do throws(MachineSpecError) {
-            return .success(try Machine(spec: spec, profile: profile))
+            machine = try Machine(spec: spec, profile: profile)
         } catch {
-            return .failure(Finding("the built-in machine \(machineName) does not boot: \(error)"))
+            return [Finding("the built-in machine \(machineName) does not boot: \(error)")]
         }
+        defer { Teardown.release(machine) }
+        return body(machine)
     }
 
     /// A step as a finding shows it: its line number in the input and its

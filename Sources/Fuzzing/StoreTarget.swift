@@ -29,36 +29,33 @@ import Topology
 enum StoreTarget {
     static func run(_ input: [UInt8]) -> [Finding] {
         let script = Script(input)
-        let machine: Machine
-        switch script.boot() {
-        case .success(let booted): machine = booted
-        case .failure(let finding): return [finding]
-        }
-        let view = MachineTree(machine: machine)
-        defer { Teardown.release(view) }
-        let handler = ControlHandler(machine: machine, document: script.document.text)
-        // Walked again only after a step that may have changed the tree
-        // (a failed store leaves the state as it was, which is checked).
-        var files: [(path: String, node: Node)]?
-        for index in script.steps.indices {
-            let line = script.steps[index]
-            var findings: [Finding]
-            switch line.first {
-            case UInt8(ascii: ">"), UInt8(ascii: "~"):
-                let attributes = files ?? TreeChecks.writableAttributes(view.tree)
-                let (stored, problems) = writeFindings(Write(line), attributes, view.machine)
-                files = stored ? nil : attributes
-                findings = problems
-            case UInt8(ascii: "{"):
-                findings = ControlTarget.answerFindings(handler, Array(line), profile: script.profile)
-                files = nil
-            default:
-                continue
+        return script.withMachine { machine in
+            let view = MachineTree(machine: machine)
+            defer { Teardown.release(view) }
+            let handler = ControlHandler(machine: machine, document: script.document.text)
+            // Walked again only after a step that may have changed the tree
+            // (a failed store leaves the state as it was, which is checked).
+            var files: [(path: String, node: Node)]?
+            for index in script.steps.indices {
+                let line = script.steps[index]
+                var findings: [Finding]
+                switch line.first {
+                case UInt8(ascii: ">"), UInt8(ascii: "~"):
+                    let attributes = files ?? TreeChecks.writableAttributes(view.tree)
+                    let (stored, problems) = writeFindings(Write(line), attributes, machine)
+                    files = stored ? nil : attributes
+                    findings = problems
+                case UInt8(ascii: "{"):
+                    findings = ControlTarget.answerFindings(handler, Array(line), profile: script.profile)
+                    files = nil
+                default:
+                    continue
+                }
+                findings += machine.invariantViolations().map(Finding.init)
+                if !findings.isEmpty { return findings.map { $0.at(script.label(index)) } }
             }
-            findings += machine.invariantViolations().map(Finding.init)
-            if !findings.isEmpty { return findings.map { $0.at(script.label(index)) } }
+            return TreeChecks.findings(view) + RoundTrip.findings(dump: script.document.dump(machine), profile: script.profile)
         }
-        return TreeChecks.findings(view) + RoundTrip.findings(dump: script.document.dump(machine), profile: script.profile)
     }
 
     /// One write step, parsed.

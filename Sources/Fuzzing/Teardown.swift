@@ -7,11 +7,11 @@ import Sysfs
 /// device its group: nothing a server ever frees, but a fuzzer runs
 /// millions of inputs in one process.
 enum Teardown {
-    /// The tree taken apart as a removal does, then the machine.
+    /// The tree taken apart as a removal does, and let go by its machine
+    /// (released on its own).
     static func release(_ view: MachineTree) {
         view.machine.setObserver(nil)
         for child in view.tree.root.directory?.snapshot() ?? [] { view.tree.remove(child) }
-        release(view.machine)
     }
 
     /// Every device removed (`remove` of each top-level device, which takes
