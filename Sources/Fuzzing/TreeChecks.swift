@@ -29,14 +29,18 @@ enum TreeChecks {
         return found
     }
 
-    /// Links that lead nowhere, and listings that differ from the model:
-    /// the groups, each group's members, the bus's devices, and each
-    /// device's `iommu_group` and `driver` links.
+    /// Files that do not read (a page at most, or an errno from 1 to 511:
+    /// FUSE replies with no other), links that lead nowhere, and listings
+    /// that differ from the model: the groups, each group's members, the
+    /// bus's devices, and each device's `iommu_group` and `driver` links.
     static func findings(_ view: MachineTree) -> [Finding] {
         let tree = view.tree
         let machine = view.machine
         var findings: [Finding] = []
         walk(tree) { directory, node in
+            if let attribute = node.attribute, attribute.isReadable, node.metadataSnapshot.permissions & 0o444 != 0 {
+                findings += readFindings(join(directory, node.name), node)
+            }
             guard let target = node.symlink?.targetPath else { return }
             guard tree.node(atPath: target)?.directory != nil else {
                 findings.append(Finding("the link \(join(directory, node.name)) points at \(target), which is not a directory of the tree"))
@@ -62,6 +66,20 @@ enum TreeChecks {
                    path + "/driver", &findings)
         }
         return findings
+    }
+
+    private static func readFindings(_ path: String, _ node: Node) -> [Finding] {
+        let result = OpenAttribute.open(node, forReading: true, forWriting: false).flatMap { file in
+            file.read(offset: 0, size: Attribute.pageSize) { $0.count }
+        }
+        switch result {
+        case .success(let count) where count > Attribute.pageSize:
+            return [Finding("reading \(path) gave \(count) bytes, more than a page")]
+        case .failure(let errno) where errno.rawValue <= 0 || errno.rawValue >= 512:
+            return [Finding("reading \(path) failed with errno \(errno.rawValue), which no reader can receive")]
+        default:
+            return []
+        }
     }
 
     /// The names in the directory at `path`, sorted; nil without one.
