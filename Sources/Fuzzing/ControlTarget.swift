@@ -17,7 +17,7 @@ enum ControlTarget {
         return script.withMachine { machine in
             let handler = ControlHandler(machine: machine, document: script.document.text)
             for index in script.steps.indices {
-                let findings = answerFindings(handler, Array(script.steps[index]), profile: script.profile)
+                let findings = answerFindings(handler, Script.request(script.steps[index]), profile: script.profile)
                     + machine.invariantViolations().map(Finding.init)
                 if !findings.isEmpty { return findings.map { $0.at(script.label(index)) } }
             }
@@ -27,17 +27,14 @@ enum ControlTarget {
 
     /// Sends `line` to `handler`; what is wrong with its answer.
     static func answerFindings(_ handler: ControlHandler, _ line: [UInt8], profile: KernelProfile?) -> [Finding] {
-        let before = StateEncoder.state(of: handler.machine)
+        let witness = StateWitness(handler.machine)
         guard case .reply(let reply) = handler.answer(line) else {
             // The session acknowledges and streams; nothing to check here.
             return []
         }
         var findings = replyFindings(reply)
-        if reply["ok"] == .bool(false) {
-            let after = StateEncoder.state(of: handler.machine)
-            if after != before {
-                findings.append(Finding("a refused request changed the state from \(before.compactText) to \(after.compactText)"))
-            }
+        if reply["ok"] == .bool(false), let change = witness.change(handler.machine) {
+            findings.append(Finding("a refused request changed the state: \(change)"))
         }
         if String(validating: line, as: UTF8.self) == nil && reply["ok"] != .bool(false) {
             findings.append(Finding("a request that is not UTF-8 is accepted: \(reply.compactText.prefix(200))"))

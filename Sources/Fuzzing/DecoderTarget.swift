@@ -12,13 +12,16 @@ import Topology
 /// consistent tree, and round-trips through a dump.
 enum DecoderTarget {
     static func run(_ input: [UInt8]) -> [Finding] {
+        let isUTF8 = String(validating: input, as: UTF8.self) != nil
         let document: TopologyDocument
         do throws(TopologyError) {
             document = try TopologyDocument(input, source: "input")
         } catch {
-            return error.reason.isEmpty ? [Finding("the decoder fails without a reason: \(error)")] : []
+            if error.reason.isEmpty { return [Finding("the decoder fails without a reason: \(error)")] }
+            if !isUTF8 && error.location.isEmpty { return [Finding("a description that is not UTF-8 fails without a position: \(error)")] }
+            return []
         }
-        if String(validating: input, as: UTF8.self) == nil {
+        if !isUTF8 {
             return [Finding("a description that is not UTF-8 decodes (its bad bytes must be an error with their position)")]
         }
         let machine: Machine

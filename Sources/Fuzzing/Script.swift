@@ -63,6 +63,19 @@ struct Script {
         return body(machine)
     }
 
+    /// The control request of a step as the handler gets it: the line,
+    /// but with a stall (`stall_ms`) cut to 1 ms. One thread runs an input,
+    /// so a stall can only delay it (up to a minute, which the fuzzer
+    /// would take for a hang).
+    static func request(_ line: ArraySlice<UInt8>) -> [UInt8] {
+        let bytes = Array(line)
+        guard String(validating: bytes, as: UTF8.self) != nil, case .object(var members)? = try? JSON.parse(bytes),
+              let index = members.firstIndex(where: { $0.key == FaultCoding.Key.stallMs.rawValue }),
+              let milliseconds = members[index].value.intValue, milliseconds > 1 else { return bytes }
+        members[index].value = .integer(1)
+        return Array(JSON.object(members).compactText.utf8)
+    }
+
     /// A step as a finding shows it: its line number in the input and its
     /// text (escaped, and shortened when long).
     func label(_ index: Int) -> String {

@@ -46,7 +46,7 @@ enum StoreTarget {
                     files = stored ? nil : attributes
                     findings = problems
                 case UInt8(ascii: "{"):
-                    findings = ControlTarget.answerFindings(handler, Array(line), profile: script.profile)
+                    findings = ControlTarget.answerFindings(handler, Script.request(line), profile: script.profile)
                     files = nil
                 default:
                     continue
@@ -83,7 +83,7 @@ enum StoreTarget {
         guard !files.isEmpty else { return (false, [Finding("the tree has no writable attribute")]) }
         let file = files.first { $0.path == write.path } ?? files[Int(stableHash(write.path) % UInt64(files.count))]
         let what = "writing \(write.payload.count) bytes to \(file.path)"
-        let before = StateEncoder.state(of: machine)
+        let witness = StateWitness(machine)
         let result = OpenAttribute.open(file.node, forReading: false, forWriting: true).flatMap { open in
             write.payload.withUnsafeBytes { open.write($0, caller: write.caller, offset: write.offset) }
         }
@@ -100,9 +100,8 @@ enum StoreTarget {
             if errno.rawValue <= 0 || errno.rawValue >= 512 {
                 findings.append(Finding("\(what) failed with errno \(errno.rawValue) (\(errno.kernelName)), which no writer can receive"))
             }
-            let after = StateEncoder.state(of: machine)
-            if after != before {
-                findings.append(Finding("\(what) failed with \(errno.kernelName) but changed the state from \(before.compactText) to \(after.compactText)"))
+            if let change = witness.change(machine) {
+                findings.append(Finding("\(what) failed with \(errno.kernelName) but changed the state: \(change)"))
             }
             return (false, findings)
         }
