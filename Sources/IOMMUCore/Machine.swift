@@ -73,7 +73,8 @@ public final class Machine: Sendable {
     public var profile: KernelProfile { subsystem.profile }
 
     /// Who follows tree changes (the sysfs view); set once, before use.
-    public func setObserver(_ observer: any MachineObserver) { observerSlot.withLock { $0 = observer } }
+    /// Setting nil lets the observer go (it usually holds the machine).
+    public func setObserver(_ observer: (any MachineObserver)?) { observerSlot.withLock { $0 = observer } }
     var observer: (any MachineObserver)? { observerSlot.withLock { $0 } }
 
     /// Boots `spec`: the IOMMU core's init lines, every device probed into

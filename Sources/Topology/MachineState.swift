@@ -196,7 +196,10 @@ enum StateDecoder {
             throw Problem("a container has at least one domain, each with at least one group",
                           at: .key(ContainerKey.domains.rawValue))
         }
-        return MachineState.Container(name: try fields.required(.name, .name), domains: domains)
+        // Any non-empty name: a container's name is the user's label for its file.
+        let name = try fields.required(.name, .string)
+        guard !name.isEmpty else { throw Problem("a container's name is not empty", at: .key(ContainerKey.name.rawValue)) }
+        return MachineState.Container(name: name, domains: domains)
     }
 
     static func context(_ json: JSON) throws(Problem) -> MachineState.IOMMUFDContext {

@@ -4,12 +4,13 @@ import IOMMUCore
 /// and present device, and only the knobs that differ from how the device
 /// booted, so that a dump of a fresh machine reads short. Everything is
 /// sorted (groups by id, devices by address, contexts and containers by
-/// name), so equal states give equal text.
+/// name), so equal states give equal text, and equal states compare equal
+/// (what the fuzz targets check a failed store against).
 ///
 /// Each object is read under its own lock; a dump taken while other
 /// changes run may show some of them and not others.
-enum StateEncoder {
-    static func state(of machine: Machine) -> JSON {
+public enum StateEncoder {
+    public static func state(of machine: Machine) -> JSON {
         // First: reading a device's knobs waits for its reset to end.
         let resets = machine.resettingDevices
         let groups = machine.groups
