@@ -10,7 +10,7 @@ APT_PACKAGES = libfuse3-dev fuse3 pkg-config pciutils
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test conformance deps clean help bench
+.PHONY: all build run test conformance tsan deps clean help bench
 
 all: build
 
@@ -20,6 +20,8 @@ help:
 	@echo "make test     build and run every test, including the ones that mount"
 	@echo "make build    build only"
 	@echo "make conformance  replay the Linux 6.12/6.1 transcripts through a mount"
+	@echo "make tsan     the integration and stress tests under ThreadSanitizer, with a TSan-built"
+	@echo "              daemon; fails on any report (TSAN_TESTS=regex picks the suites)"
 	@echo "make bench    iommufs next to the C anchors of ../shared/anchors, pinned, alternating;"
 	@echo "              QUICK=1 for a ~2 minute smoke run (see README, Performance)"
 
@@ -52,6 +54,31 @@ conformance: build
 
 clean:
 	$(SWIFT) package clean
+
+# ThreadSanitizer: the package and its tests built with --sanitize=thread in
+# a scratch path of their own, then the suites whose test ids match
+# TSAN_TESTS (a regular expression; a new stress suite named *Stress* is
+# picked up as it is) run against the TSan-built daemon. Every instrumented
+# process, the test runner and each daemon a test mounts, writes its reports
+# to TSAN_REPORTS/report.<pid> (TSAN_OPTIONS log_path); the target fails if
+# the tests fail or if any report file appears, and prints the reports.
+TSAN_SCRATCH ?= .build-tsan
+TSAN_TESTS   ?= IntegrationTests\.|ConcurrencyTests|Stress
+TSAN_REPORTS  = $(TSAN_SCRATCH)/reports
+TSAN_BUILD    = $(SWIFT) build --sanitize=thread --scratch-path $(TSAN_SCRATCH)
+
+tsan: deps
+	$(TSAN_BUILD) --build-tests
+	@rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
+	@reports=$$(cd $(TSAN_REPORTS) && pwd); \
+	IOMMUFS_BIN=$$($(TSAN_BUILD) --show-bin-path)/iommufs \
+	TSAN_OPTIONS="log_path=$$reports/report exitcode=0 halt_on_error=0 second_deadlock_stack=1" \
+		$(SWIFT) test --sanitize=thread --scratch-path $(TSAN_SCRATCH) --skip-build --filter '$(TSAN_TESTS)'; \
+	status=$$?; \
+	count=$$(cat $$reports/report.* 2>/dev/null | grep -c '^WARNING: ThreadSanitizer'); \
+	if [ -n "$$(ls $$reports)" ]; then cat $$reports/report.*; fi; \
+	echo "ThreadSanitizer: $$count reports in $$(ls $$reports | wc -l) processes (files in $(TSAN_REPORTS))"; \
+	[ $$status -eq 0 ] && [ -z "$$(ls $$reports)" ]
 
 # ---------------------------------------------------------------- bench
 # `make bench` measures iommufs next to the C filesystems of ../shared/anchors
