@@ -23,7 +23,7 @@ public final class ControlServer: Sendable {
     private let handler: ControlHandler
     /// Written once by `stop` to wake the accept loop.
     private let stopPipe: (read: Int32, write: Int32)
-    private let acceptor = Mutex<pthread_t?>(nil)
+    private let acceptor = RankedMutex<pthread_t?>(.controlAcceptor, nil)
 
     /// Listens at `path` (absolute, as the daemon changes its working
     /// directory); nothing is accepted before `start`.

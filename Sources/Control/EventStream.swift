@@ -1,12 +1,12 @@
 import Glibc
-import Synchronization
+import IOMMUCore
 
 /// The events waiting to be sent to one `trace` client. The event bus
 /// calls `push` on whichever thread made the change, possibly with a group
 /// mutex held, so it only appends and pokes a pipe; the connection's thread
 /// polls the pipe's read end beside the socket and sends what `take` gives.
 final class EventStream: Sendable {
-    private let queue = Mutex<[String]>([])
+    private let queue = RankedMutex<[String]>(.eventStream, [])
     /// Readable while events wait (one byte per empty → non-empty change).
     let readEnd: Int32
     private let writeEnd: Int32

@@ -1,4 +1,3 @@
-import Synchronization
 import SystemPackage
 
 /// Where a failure can be injected into the core's logic.
@@ -30,7 +29,7 @@ public final class FaultInjector: Sendable {
         }
     }
 
-    private let armed = Mutex<[FaultPoint: Fault]>([:])
+    private let armed = RankedMutex<[FaultPoint: Fault]>(.faults, [:])
 
     public init() {}
 

@@ -82,9 +82,10 @@ extension Machine {
 
     /// `really_probe` with the device lock held.
     func bindLocked(_ device: Device, _ driver: PCIDriver) -> Errno? {
+        device.lock.assertHeld()
         if device.driver != nil { return .resourceBusy }
         if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return error }
-        device.setDriver(driver)
+        setDriver(driver, of: device)
         if let line = driver.probeLogLine { log.append(device.logPrefix + line) }
         subsystem.events.emit(.driverBound(device.address, driver: driver.name))
         observer?.driverBound(device, driver)
@@ -93,11 +94,12 @@ extension Machine {
 
     /// `device_release_driver` with the device lock held (`state` is what it protects).
     func unbindLocked(_ device: Device, _ state: DeviceLockState) -> Errno? {
+        device.lock.assertHeld()
         guard let driver = device.driver else { return .noDevice }
         // pci_device_remove → pci_iov_remove, while the driver is still set:
         // its remove() should have disabled SR-IOV.
         if !state.virtualFunctions.isEmpty { log.append(device.logPrefix + "driver left SR-IOV enabled after remove") }
-        device.setDriver(nil)
+        setDriver(nil, of: device)
         if !driver.managesDMA { device.group?.unuseDefaultDomain() }
         subsystem.events.emit(.driverUnbound(device.address, driver: driver.name))
         observer?.driverUnbound(device, driver)
