@@ -62,18 +62,31 @@ clean:
 # process, the test runner and each daemon a test mounts, writes its reports
 # to TSAN_REPORTS/report.<pid> (TSAN_OPTIONS log_path); the target fails if
 # the tests fail or if any report file appears, and prints the reports.
+# Intercepted calls are checked, but for those the Swift runtime makes
+# (Tests/tsan-suppressions.txt): with TSan's defaults for Swift a call from
+# any uninstrumented library starts an ignore, and libfuse's workers,
+# cancelled in read() when the loop stops, would end with it still on,
+# which TSan answers by exiting before the daemon unmounts.
+# TSAN_SKIP: tests whose checks depend on wall-clock windows that TSan's
+# slowdown stretches (the 6.1 replay's 5 s printk rate limit; the 20 ms
+# head start of a 100 ms reset); `make test` runs them.
 TSAN_SCRATCH ?= .build-tsan
 TSAN_TESTS   ?= IntegrationTests\.|ConcurrencyTests|Stress
+TSAN_SKIP    ?= linux61\(|fenceRefusesDomainChange|fenceLetsLiveSwitchThrough
 TSAN_REPORTS  = $(TSAN_SCRATCH)/reports
 TSAN_BUILD    = $(SWIFT) build --sanitize=thread --scratch-path $(TSAN_SCRATCH)
+TSAN_OPTIONS_ = exitcode=0 halt_on_error=0 second_deadlock_stack=1 \
+	ignore_interceptors_accesses=0 ignore_noninstrumented_modules=0 \
+	suppressions=$(abspath Tests/tsan-suppressions.txt)
 
 tsan: deps
 	$(TSAN_BUILD) --build-tests
 	@rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
 	@reports=$$(cd $(TSAN_REPORTS) && pwd); \
 	IOMMUFS_BIN=$$($(TSAN_BUILD) --show-bin-path)/iommufs \
-	TSAN_OPTIONS="log_path=$$reports/report exitcode=0 halt_on_error=0 second_deadlock_stack=1" \
-		$(SWIFT) test --sanitize=thread --scratch-path $(TSAN_SCRATCH) --skip-build --filter '$(TSAN_TESTS)'; \
+	TSAN_OPTIONS="log_path=$$reports/report $(TSAN_OPTIONS_)" \
+		$(SWIFT) test --sanitize=thread --scratch-path $(TSAN_SCRATCH) --skip-build \
+		--filter '$(TSAN_TESTS)' $(if $(TSAN_SKIP),--skip '$(TSAN_SKIP)'); \
 	status=$$?; \
 	count=$$(cat $$reports/report.* 2>/dev/null | grep -c '^WARNING: ThreadSanitizer'); \
 	if [ -n "$$(ls $$reports)" ]; then cat $$reports/report.*; fi; \
