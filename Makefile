@@ -47,8 +47,8 @@ run: build
 test: build
 	IOMMUFS_BIN=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs $(SWIFT) test $(BUILD_FLAGS)
 
-# Replays the real-kernel transcripts of ../shared/oracle (IOMMUFS_ORACLE=dir
-# elsewhere) through a mount and prints per-section counts; fails on any mismatch.
+# Replays the real-kernel transcripts of Tests/IntegrationTests/Fixtures/oracle
+# through a mount and prints per-section counts; fails on any mismatch or missing fixture.
 conformance: build
 	IOMMUFS_BIN=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/iommufs $(SWIFT) test $(BUILD_FLAGS) --filter Conformance
 

@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The C shim over libfuse3's low-level API (found with pkg-config fuse3).
@@ -37,19 +38,26 @@ let package = Package(
         // The libfuse low-level session serving a Sysfs tree.
         .target(
             name: "FuseServer",
-            dependencies: ["CFuse", "Sysfs", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "CFuse", "Sysfs", "IOMMUCore",
+                .product(name: "SystemPackage", package: "swift-system"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The control socket: VFIO/iommufd users, deferred attach, fault
         // injection, the kernel log, state dumps and event traces.
         .target(
             name: "Control",
-            dependencies: ["IOMMUCore", "Topology", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "IOMMUCore", "Topology",
+                .product(name: "SystemPackage", package: "swift-system"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
             name: "iommufs",
             dependencies: [
                 "CFuse", "IOMMUCore", "Topology", "Sysfs", "FuseServer", "Control",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Helpers more than one test target uses.
@@ -59,7 +67,8 @@ let package = Package(
             "Topology", "IOMMUCore", .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "TestSupport"]),
+        // Fixtures/oracle: the real-kernel transcripts, read from the source tree.
+        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "Control", "TestSupport"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -46,6 +46,11 @@ public final class ControlClient {
         try call(.dmesg(clear: clear))[ControlReply.Key.lines.rawValue]?.arrayValue?.compactMap(\.stringValue) ?? []
     }
 
+    /// The faults armed now, each an object of `FaultCoding`'s members.
+    public func armedFaults() throws(ControlFailure) -> [JSON] {
+        try call(.listFaults)[ControlReply.Key.faults.rawValue]?.arrayValue ?? []
+    }
+
     /// The machine as a topology document with its current state.
     public func dump() throws(ControlFailure) -> JSON {
         guard let document = try call(.dump)[ControlReply.Key.document.rawValue] else {
@@ -61,13 +66,14 @@ public final class ControlClient {
     }
 
     /// The next event line of a trace (`type-changed group=3 from=DMA-FQ
-    /// to=identity`); nil when the server ended the stream.
+    /// to=identity`); nil when the server ended the stream. A failure the
+    /// server ends the stream with (a client too slow to keep up is dropped
+    /// with ENOBUFS) is thrown.
     public func nextEvent() throws(ControlFailure) -> String? {
         guard let reply = try readReply() else { return nil }
-        guard let line = reply[ControlReply.Key.event.rawValue]?.stringValue else {
-            throw ControlFailure(.protocolError, "expected an event, got \(reply.compactText)")
-        }
-        return line
+        if let line = reply[ControlReply.Key.event.rawValue]?.stringValue { return line }
+        _ = try ControlReply.check(reply)
+        throw ControlFailure(.protocolError, "expected an event, got \(reply.compactText)")
     }
 
     private func call(_ request: ControlRequest) throws(ControlFailure) -> JSON {

@@ -47,9 +47,18 @@ struct ControlHandler: Sendable {
         case .dmaMap(let address):
             try check(machine.mapDMA(try device(address)), "dma-map of \(address)")
         case .inject(let point, let fault):
-            machine.faults.arm(point, fault)
+            do {
+                try machine.faults.arm(point, fault)
+            } catch .internalErrno(let errno, let point) {
+                throw ControlFailure(.invalidArgument, "\(errno.kernelName) is internal to the kernel: no \(point.rawValue) failure "
+                    + "reaches user space with it, and a FUSE reply cannot carry errno \(errno.rawValue)")
+            } catch {
+                throw ControlFailure(.invalidArgument, error.description)
+            }
         case .clearFault(let point):
             machine.faults.disarm(point)
+        case .listFaults:
+            return [(.faults, .array(machine.faults.armedFaults.map { .object(FaultCoding.members($0.point, $0.fault)) }))]
         case .dmesg(let clear):
             let lines = clear ? machine.log.readAndClear() : machine.log.lines
             return [(.lines, .array(lines.map { .string($0.description) }))]

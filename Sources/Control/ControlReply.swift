@@ -5,7 +5,7 @@ import Topology
 /// `{"event":"..."}` per event.
 enum ControlReply {
     enum Key: String {
-        case ok, errno, message, lines, document, event, value, viable
+        case ok, errno, message, lines, document, event, value, viable, faults
         case containerSet = "container_set"
     }
 

@@ -28,6 +28,8 @@ public enum ControlRequest: Sendable, Equatable {
     case dmaMap(device: PCIAddress)
     case inject(FaultPoint, FaultInjector.Fault)
     case clearFault(FaultPoint)
+    /// The faults armed now.
+    case listFaults
     /// The kernel log ring; with `clear`, `dmesg -c`: later reads start
     /// after the lines returned.
     case dmesg(clear: Bool)
@@ -46,12 +48,12 @@ public enum ControlRequest: Sendable, Equatable {
         case vfioAttach = "vfio-attach", vfioDetach = "vfio-detach"
         case vfioGetDeviceFD = "vfio-get-device-fd", vfioRelease = "vfio-release"
         case iommufdBind = "iommufd-bind", iommufdUnbind = "iommufd-unbind", dmaMap = "dma-map"
-        case inject, clearFault = "inject-clear", dmesg, dump, trace
+        case inject, clearFault = "inject-clear", listFaults = "inject-list", dmesg, dump, trace
     }
 
     /// The member names on the wire.
     enum Key: String {
-        case verb, container, group, context, device, point, errno, times, always, probability, count, clear
+        case verb, container, group, context, device, point, errno, stallMs = "stall_ms", times, always, probability, skip, count, clear
         case `extension`, iova, size
     }
 
@@ -76,10 +78,9 @@ public enum ControlRequest: Sendable, Equatable {
         case .iommufdUnbind(let context, let device): (.iommufdUnbind, [(.context, .string(context)), (.device, .string(device.description))])
         case .dmaMap(let device): (.dmaMap, [(.device, .string(device.description))])
         case .inject(let point, let fault):
-            (.inject, [(.point, .string(point.rawValue)), (.errno, .string(fault.errno.kernelName)),
-                       fault.remaining.map { (.times, .integer($0)) } ?? (.always, .bool(true)),
-                       (.probability, .number(String(fault.probability)))])
+            (.inject, FaultCoding.members(point, fault).map { (Key(rawValue: $0.key)!, $0.value) })
         case .clearFault(let point): (.clearFault, [(.point, .string(point.rawValue))])
+        case .listFaults: (.listFaults, [])
         case .dmesg(let clear): (.dmesg, clear ? [(.clear, .bool(true))] : [])
         case .dump: (.dump, [])
         case .trace(let count): (.trace, count.map { [(.count, .integer($0))] } ?? [])
@@ -114,10 +115,14 @@ public enum ControlRequest: Sendable, Equatable {
         case .dmaMap:
             self = .dmaMap(device: try fields.address(.device))
         case .inject:
+            let point = try fields.point()
+            let effect = try fields.faultEffect()
             let probability = try fields.probability()
-            self = .inject(try fields.point(), .init(errno: try fields.errno(), remaining: try fields.times(), probability: probability))
+            let skip = try fields.optionalCount(.skip) ?? 0
+            self = .inject(point, .init(effect, remaining: try fields.times(), probability: probability, skip: skip))
         case .clearFault:
             self = .clearFault(try fields.point())
+        case .listFaults: self = .listFaults
         case .dmesg: self = .dmesg(clear: try fields.optionalBool(.clear))
         case .dump: self = .dump
         case .trace: self = .trace(count: try fields.optionalCount(.count))
@@ -183,10 +188,15 @@ private final class RequestFields {
         return ext
     }
 
-    func errno() throws(ControlFailure) -> Errno {
-        let name = try string(.errno)
-        guard let errno = Errno(kernelName: name) else { throw .badRequest("unknown errno name \"\(name)\"") }
-        return errno
+    /// `errno` (a name) or `stall_ms` (milliseconds), exactly one of them.
+    func faultEffect() throws(ControlFailure) -> FaultInjector.Effect {
+        if isAbsentOrNull(.stallMs) {
+            let name = try string(.errno)
+            guard let errno = Errno(kernelName: name) else { throw .badRequest("unknown errno name \"\(name)\"") }
+            return .fail(errno)
+        }
+        guard isAbsentOrNull(.errno) else { throw .badRequest("\"errno\" and \"stall_ms\" exclude each other") }
+        return .stall(.milliseconds(try count(.stallMs)))
     }
 
     /// How many failures: `times` (1 when absent), or nil for `"always": true`.

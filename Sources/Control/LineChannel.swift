@@ -65,10 +65,13 @@ final class LineChannel {
         }
     }
 
+    /// `json` as the bytes of one line.
+    static func encode(_ json: JSON) -> [UInt8] { Array((json.compactText + "\n").utf8) }
+
     /// Writes `json` as one line; false if the peer is gone.
     @discardableResult
     func send(_ json: JSON) -> Bool {
-        let bytes = Array((json.compactText + "\n").utf8)
+        let bytes = Self.encode(json)
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -1,6 +1,7 @@
 import CFuse
 import Glibc
 import IOMMUCore
+import Logging
 import Synchronization
 import Sysfs
 
@@ -94,11 +95,14 @@ final class CacheNotifier: CacheInvalidator {
     private let wakeup = Semaphore()
     private let exited = Semaphore()
     private let thread = RankedMutex<pthread_t?>(.notifierThread, nil)
+    /// Where a failed notification is reported.
+    private let logger: Logger
 
-    init(session: OpaquePointer, tree: SysfsTree, progress: NotificationProgress) {
+    init(session: OpaquePointer, tree: SysfsTree, progress: NotificationProgress, logger: Logger) {
         self.session = SessionHandle(pointer: session)
         self.tree = tree
         self.progress = progress
+        self.logger = logger
     }
 
     // MARK: CacheInvalidator (any thread, never blocks)
@@ -152,7 +156,7 @@ final class CacheNotifier: CacheInvalidator {
         guard pthread_create(&id, nil, cacheNotifierMain, argument) == 0 else {
             Unmanaged<CacheNotifier>.fromOpaque(argument).release()
             queue.withLock { $0.phase = .stopped }
-            Diagnostics.log("could not start the cache notifier thread; tree changes will show after \(ServerContext.cacheTimeout) s")
+            logger.error("could not start the cache notifier thread; tree changes will show after \(ServerContext.cacheTimeout) s")
             return false
         }
         thread.withLock { $0 = id }
@@ -187,7 +191,7 @@ final class CacheNotifier: CacheInvalidator {
 
     fileprivate func run() {
         Self.nameThisThread("iommufs-notify")
-        var reported = ReportedErrors()
+        var reported = ReportedErrors(logger: logger)
         while true {
             wakeup.wait()
             let taken = queue.withLock { q -> (batch: [(Key, Change)], covers: UInt64)? in
@@ -400,12 +404,15 @@ final class NotificationProgress: @unchecked Sendable {
 /// than the call, or a connection not yet initialized) means there is
 /// nothing the kernel could have cached that it can be told about.
 private struct ReportedErrors {
+    let logger: Logger
     private var logged = Set<Int32>()
+
+    init(logger: Logger) { self.logger = logger }
 
     mutating func check(_ result: Int32, _ action: @autoclosure () -> String) {
         guard result < 0, result != -ENOENT, result != -ENOSYS else { return }
         guard logged.insert(-result).inserted else { return }
-        Diagnostics.log("could not \(action()): \(String(cString: strerror(-result))) (further such errors are not reported)")
+        logger.error("could not \(action()): \(String(cString: strerror(-result))) (further such errors are not reported)")
     }
 }
 

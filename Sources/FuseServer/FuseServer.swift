@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import Logging
 import Sysfs
 import SystemPackage
 
@@ -9,7 +10,7 @@ import SystemPackage
 ///
 /// Use from one thread, in this order:
 /// ```
-/// let server = try FuseServer(tree: tree, options: options)
+/// let server = try FuseServer(tree: tree, options: options, logger: logger)
 /// try server.mount()
 /// try FuseServer.daemonize(foreground: true)   // optional
 /// exit(server.serve())
@@ -38,10 +39,15 @@ public final class FuseServer {
     private var notifierAbandoned = false
     /// The canonical mount point while mounted.
     public private(set) var mountpoint: String?
+    /// Where the server reports what its user should know: a stale mount
+    /// cleaned up, failed cache notifications, why it stopped.
+    private let logger: Logger
 
     /// Creates the FUSE session for `tree`; nothing is mounted yet.
-    public init(tree: SysfsTree, options: MountOptions) throws(FuseServerError) {
-        let context = Unmanaged.passRetained(ServerContext(tree: tree, singleThreaded: options.singleThreaded))
+    public init(tree: SysfsTree, options: MountOptions, logger: Logger) throws(FuseServerError) {
+        // libfuse's -d trace stays libfuse's own, on stderr.
+        if !options.debug { LibfuseLog.route(to: logger) }
+        let context = Unmanaged.passRetained(ServerContext(tree: tree, singleThreaded: options.singleThreaded, logger: logger))
         guard let session = Self.makeSession(options, userdata: context.toOpaque()) else {
             context.release()
             throw .sessionCreationFailed
@@ -49,7 +55,8 @@ public final class FuseServer {
         self.session = session
         self.context = context
         self.options = options
-        self.notifier = CacheNotifier(session: session, tree: tree, progress: context.takeUnretainedValue().notifications)
+        self.logger = logger
+        self.notifier = CacheNotifier(session: session, tree: tree, progress: context.takeUnretainedValue().notifications, logger: logger)
         // Before mounting: every change from now on is reported (and ignored
         // until `serve()` starts the notifier: nothing is cached before).
         tree.setCacheInvalidator(notifier)
@@ -65,24 +72,28 @@ public final class FuseServer {
     }
 
     /// Mounts on `options.mountpoint` after the checks of `MountPoint`: a
-    /// stale mount left by a killed server is detached (and reported on
-    /// stderr), a live iommufs mount there is an error, any other mount is
-    /// mounted over.
+    /// stale mount left by a killed server is detached (and logged), a live
+    /// iommufs mount there is an error, and so is a directory with entries
+    /// unless `options.allowNonEmpty`; any other mount is mounted over. The
+    /// checks and the mount are one step for iommufs servers, so that of two
+    /// started together on one directory exactly one mounts.
     public func mount() throws(FuseServerError) {
         precondition(mountpoint == nil, "already mounted")
-        let path = try MountPoint.prepare(options.mountpoint)
-        Glibc.errno = 0
-        guard fuse_session_mount(session, path) == 0 else {
-            let errno = Errno.last
-            throw .mountFailed(path, errno.rawValue == 0 ? nil : errno)
+        mountpoint = try MountPoint.whileClaimed(options.mountpoint, allowNonEmpty: options.allowNonEmpty,
+                                                 logger: logger) { path throws(FuseServerError) in
+            Glibc.errno = 0
+            guard fuse_session_mount(session, path) == 0 else {
+                let errno = Errno.last
+                throw .mountFailed(path, errno.rawValue == 0 ? nil : errno)
+            }
+            return path
         }
-        mountpoint = path
     }
 
     /// Serves requests until the file system is unmounted (`fusermount3 -u`,
     /// `umount`) or the process gets SIGINT, SIGTERM or SIGHUP; then makes
     /// sure the mount is gone. Returns an exit status: 0 after a regular stop,
-    /// 1 if the session failed (the reason is on stderr).
+    /// 1 if the session failed. Either way the reason is logged.
     ///
     /// Tree changes made meanwhile (from request handlers or any other
     /// thread) reach the kernel's caches through the notifier thread, which
@@ -91,21 +102,32 @@ public final class FuseServer {
         precondition(mountpoint != nil, "serve() before mount()")
         Self.unblockStopSignals()
         guard fuse_set_signal_handlers(session) == 0 else {
-            Diagnostics.log("could not install the signal handlers")
+            logger.error("could not install the signal handlers; unmounting")
             unmount()
             return 1
         }
         notifier.start()
         // Positive: the signal that stopped the loop; 0: unmounted.
         let result = options.singleThreaded ? fuse_session_loop(session) : runWorkerPool()
+        let path = mountpoint ?? options.mountpoint
         stopNotifier()
         if !notifierAbandoned { unmount() }
         fuse_remove_signal_handlers(session)
-        guard result >= 0 else {
-            Diagnostics.log("the FUSE session failed: \(Errno(rawValue: -result))")
+        switch result {
+        case 0:
+            logger.info("\(path) was unmounted; stopping")
+        case 1...:
+            logger.info("stopping on \(Self.signalName(result)): unmounted \(path)")
+        default:
+            logger.error("the FUSE session failed: \(Errno(rawValue: -result)); unmounted \(path)")
             return 1
         }
         return 0
+    }
+
+    /// `SIGTERM` for 15 (the signals that stop the loop), else `signal N`.
+    private static func signalName(_ signal: Int32) -> String {
+        [SIGINT: "SIGINT", SIGTERM: "SIGTERM", SIGHUP: "SIGHUP"][signal] ?? "signal \(signal)"
     }
 
     /// Detaches from the terminal unless `foreground` (fuse_daemonize: fork,
@@ -158,10 +180,10 @@ public final class FuseServer {
         if notifier.awaitStop(milliseconds: 0) { return }
         guard let mountpoint else { return }
         let aborted = MountPoint.abortConnection(at: mountpoint)
-        Diagnostics.log("a cache notification was stuck behind a request the stopped loop left unanswered; "
-            + (aborted ? "aborted the connection" : "could not abort the connection (umount -f -l \(mountpoint) will)"))
+        let outcome = aborted ? "aborted the connection" : "could not abort the connection (umount -f -l \(mountpoint) will)"
+        logger.warning("a cache notification was stuck behind a request the stopped loop left unanswered; \(outcome)")
         if notifier.awaitStop(milliseconds: 5000) { return }
-        Diagnostics.log("the cache notifier is still stuck in the kernel; leaving the mount at \(mountpoint) as it is")
+        logger.error("the cache notifier is still stuck in the kernel; leaving the mount at \(mountpoint) as it is")
         notifierAbandoned = true
     }
 

@@ -15,12 +15,17 @@ public struct MountOptions: Sendable {
     public var singleThreaded: Bool
     /// libfuse's `-d`: log every request on stderr.
     public var debug: Bool
+    /// Mount on a directory that has entries (`-o nonempty`), hiding them
+    /// while mounted; refused otherwise (see `MountPoint`).
+    public var allowNonEmpty: Bool
 
-    public init(mountpoint: String, allowOther: Bool = false, singleThreaded: Bool = false, debug: Bool = false) {
+    public init(mountpoint: String, allowOther: Bool = false, singleThreaded: Bool = false, debug: Bool = false,
+                allowNonEmpty: Bool = false) {
         self.mountpoint = mountpoint
         self.allowOther = allowOther
         self.singleThreaded = singleThreaded
         self.debug = debug
+        self.allowNonEmpty = allowNonEmpty
     }
 }
 
@@ -30,6 +35,8 @@ public enum FuseServerError: Error, CustomStringConvertible {
     case mountpointMissing(String)
     case mountpointNotADirectory(String)
     case mountpointInaccessible(String, Errno)
+    /// The directory has entries and `-o nonempty` was not given.
+    case mountpointNotEmpty(String)
     /// A dead server left a mount behind (ENOTCONN) and it could not be detached.
     case staleMount(String, reason: String)
     /// Another iommufs already serves this directory.
@@ -47,11 +54,14 @@ public enum FuseServerError: Error, CustomStringConvertible {
             return "mount point \(path) is not a directory"
         case .mountpointInaccessible(let path, let errno):
             return "cannot use mount point \(path): \(errno)"
+        case .mountpointNotEmpty(let path):
+            return "mount point \(path) is not empty: the mount would hide what is in it "
+                + "(choose an empty directory, or add -o nonempty to mount over it anyway)"
         case .staleMount(let path, let reason):
             return "\(path) is a stale FUSE mount left by a server that died, and it could not be detached (\(reason)); "
                 + "run `fusermount3 -uz \(path)` (or, as root, `umount -l \(path)`) and try again"
         case .alreadyMounted(let path):
-            return "\(path) is already an iommufs mount point (unmount it first: fusermount3 -u \(path))"
+            return "\(path) is already an iommufs mount point, served by another iommufs (unmount it first: fusermount3 -u \(path))"
         case .sessionCreationFailed:
             return "could not create the FUSE session (libfuse rejected the options, see above)"
         case .mountFailed(let path, let errno):

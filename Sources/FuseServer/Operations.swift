@@ -1,6 +1,8 @@
 import CFuse
 import Glibc
+import IOMMUCore
 import Sysfs
+import SystemPackage
 
 // The low-level request handlers, one per FUSE operation, in the style of
 // libfuse's low-level examples.
@@ -349,6 +351,17 @@ private func opCreate(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePo
 // MARK: -
 
 /// `fuse_reply_err`; 0 is the success reply of release-like operations.
+///
+/// The kernel refuses a reply whose error is a kernel-internal code
+/// (`fuse_dev_do_write`: `oh.error <= -ERESTARTSYS`), and the request it
+/// answers would then never complete: its caller would sleep in state D
+/// until the server exits. The model maps such codes where the kernel
+/// does; one that still gets here is a bug, answered with EIO and reported.
 private func replyError(_ req: fuse_req_t?, _ errno: Int32) {
+    guard errno < Errno.firstKernelInternal else {
+        ServerContext.of(req).logger.error("internal error: errno \(errno) reached a FUSE reply (answered EIO instead); please report this")
+        fuse_reply_err(req, EIO)
+        return
+    }
     fuse_reply_err(req, errno)
 }

@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import Logging
 import Synchronization
 import Sysfs
 
@@ -28,6 +29,8 @@ final class ServerContext: Sendable {
     /// pool another worker answers it soon; with a single thread it waits
     /// for the waiting writer, so waiting long would only stall everybody.
     let writeVisibilityTimeout: Int
+    /// The server's logger, for what a handler must report.
+    let logger: Logger
 
     /// Set at INIT when the kernel can list directories without OPENDIR
     /// (and then caches the listings); see `opInit`.
@@ -37,8 +40,9 @@ final class ServerContext: Sendable {
 
     func kernelCachesListings() { noOpendir.store(true, ordering: .relaxed) }
 
-    init(tree: SysfsTree, singleThreaded: Bool) {
+    init(tree: SysfsTree, singleThreaded: Bool, logger: Logger) {
         self.tree = tree
+        self.logger = logger
         self.writeVisibilityTimeout = singleThreaded ? 20 : 100
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)

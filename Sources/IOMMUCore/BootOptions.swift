@@ -14,6 +14,16 @@ public struct BootOptions: Sendable, Equatable {
     public var strict: Bool?
     /// Memory encryption (SME/TDX) disables a configured passthrough default.
     public var memoryEncryption: Bool
+    /// `intel_iommu=on` / `off` (`dmar_disabled`): nil when absent, and
+    /// then on (`CONFIG_INTEL_IOMMU_DEFAULT_ON`, default y).
+    public var intelIOMMU: Bool?
+    /// `intel_iommu=sm_on` / `sm_off` (`intel_iommu_sm`): nil when absent,
+    /// and then off (`CONFIG_INTEL_IOMMU_SCALABLE_MODE_DEFAULT_ON`, default n).
+    public var intelScalableMode: Bool?
+
+    /// Whether intel-iommu initialises its units (`intel_iommu_init` stops at
+    /// `no_iommu || dmar_disabled`, registering none).
+    public var intelIOMMUEnabled: Bool { intelIOMMU ?? true }
 
     public init(configDefault: ConfigDefault = .lazy, passthrough: Bool? = nil,
                 strict: Bool? = nil, memoryEncryption: Bool = false) {
@@ -35,6 +45,15 @@ public struct BootOptions: Sendable, Equatable {
             switch parts[0] {
             case "iommu.passthrough": if let b = KernelStrings.bool(value) { passthrough = b }
             case "iommu.strict": if let b = KernelStrings.bool(value) { strict = b }
+            case "intel_iommu":
+                // drivers/iommu/intel/iommu.c intel_iommu_setup(): comma-separated
+                // options matched by prefix (strncmp), in this order; later ones win.
+                for option in value.split(separator: ",") {
+                    if option.hasPrefix("on") { intelIOMMU = true }
+                    else if option.hasPrefix("off") { intelIOMMU = false }
+                    else if option.hasPrefix("sm_on") { intelScalableMode = true }
+                    else if option.hasPrefix("sm_off") { intelScalableMode = false }
+                }
             case "iommu":
                 // arch/x86/kernel/pci-dma.c iommu_setup() matches prefixes (strncmp).
                 for option in value.split(separator: ",") {

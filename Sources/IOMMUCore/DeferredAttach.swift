@@ -18,7 +18,7 @@ extension IOMMUGroup {
             guard s.devices[index].attachDeferred else { return nil }
             if s.resetDepth[ObjectIdentifier(device)] != nil { return .resourceBusy }
             guard let domain = s.defaultDomain else { return .noDevice }
-            if let errno = subsystem.faults.fire(.attach) { return errno }
+            if let errno = subsystem.faults.fire(.deferredAttach) ?? subsystem.faults.fire(.attach) { return errno }
             s.devices[index].attached = domain
             s.devices[index].attachDeferred = false
             return nil

@@ -110,6 +110,11 @@ public final class Device: Sendable {
     /// The IOMMU group the device joined at probe.
     public var group: IOMMUGroup? { groupRef.withLock { $0 } }
 
+    /// `dev->iommu->iommu_dev`: the unit that probed the device, which the
+    /// `iommu` link names; nil without a unit, and once a failed probe was
+    /// undone (`iommu_deinit_device` unlinks it, the device is in no group).
+    public var iommu: IOMMUUnit? { group == nil ? nil : unit }
+
     func setGroup(_ group: IOMMUGroup?) { groupRef.withLock { $0 = group } }
 
     /// `dev_printk` prefix: the bound driver's name, else the bus name.

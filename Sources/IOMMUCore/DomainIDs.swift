@@ -16,10 +16,17 @@ final class DomainIDUsage: Sendable {
 
     private final class Counter: Sendable {
         let used = Atomic<Int>(2)
+        /// Groups on the shared identity domain (`si_domain`), when it holds an id.
+        let identityGroups = Atomic<Int>(0)
     }
 
-    init(units: [String]) {
+    /// `KernelProfile.identityDomainHoldsDomainID`: every identity group
+    /// shares one domain that holds one id on the unit.
+    private let identityHoldsID: Bool
+
+    init(units: [String], identityHoldsID: Bool = false) {
         counters = Dictionary(units.map { ($0, Counter()) }, uniquingKeysWith: { a, _ in a })
+        self.identityHoldsID = identityHoldsID
     }
 
     /// The ids in use on the unit called `unit`.
@@ -33,6 +40,13 @@ final class DomainIDUsage: Sendable {
             counter.used.add(1, ordering: .relaxed)
         }
         if let old, old.type.takesDomainID, old.detachGroup(on: unit) {
+            counter.used.subtract(1, ordering: .relaxed)
+        }
+        guard identityHoldsID else { return }
+        if new?.type == .identity, counter.identityGroups.add(1, ordering: .relaxed).newValue == 1 {
+            counter.used.add(1, ordering: .relaxed)
+        }
+        if old?.type == .identity, counter.identityGroups.subtract(1, ordering: .relaxed).newValue == 0 {
             counter.used.subtract(1, ordering: .relaxed)
         }
     }

@@ -41,7 +41,7 @@ extension Machine {
         // Tables of drivers with an id table carry driver_data 0 here.
         if f.count == 7 && f[6] != 0 && !PCIDriver.dmaManagingNames.contains(driver.name) { return .invalidArgument }
         dynamicIDs.withLock { $0[driver.name, default: []].append(id) }
-        for device in devices where device.driver == nil { _ = probeWith(driver, device) }
+        for device in devices where device.driver == nil { probeWith(driver, device) }
         return nil
     }
 
@@ -85,11 +85,12 @@ extension Machine {
     }
 
     /// `driver_attach` for one device: bind if `driver` matches it.
-    private func probeWith(_ driver: PCIDriver, _ device: Device) -> Errno? {
+    private func probeWith(_ driver: PCIDriver, _ device: Device) {
         device.lock.withLock { state in
             guard state.isPresent, device.driver == nil,
-                  matches(driver, device, override: state.driverOverride) else { return nil }
-            return bindLocked(device, driver)
+                  matches(driver, device, override: state.driverOverride) else { return }
+            // __driver_attach ignores what the probe returns.
+            _ = bindLocked(device, driver)
         }
     }
 }

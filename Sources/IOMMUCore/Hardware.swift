@@ -23,14 +23,15 @@ public struct IOMMUDriverAbilities: Sendable, Equatable {
     /// EOPNOTSUPP when there is no suitable op).
     public var unsupportedTypeErrno: Errno
     /// The driver forces strict invalidation at init (VT-d with caching mode
-    /// under virtualization): the global default DMA-FQ becomes DMA.
-    public var forcesStrict: Bool
+    /// under virtualization): the global default DMA-FQ becomes DMA. nil:
+    /// as the unit's registers decide it (`IOMMUUnit.forcesStrict(boot:)`).
+    public var forcesStrict: Bool?
 
     public init(family: Family,
                 domainTypes: Set<DomainType> = [.blocked, .identity, .dma, .unmanaged],
                 deferredFlush: Bool = true,
                 unsupportedTypeErrno: Errno = .noMemory,
-                forcesStrict: Bool = false) {
+                forcesStrict: Bool? = nil) {
         self.family = family
         self.domainTypes = domainTypes
         self.deferredFlush = deferredFlush
@@ -71,6 +72,19 @@ public struct IOMMUUnit: Sendable, Equatable {
         self.abilities = abilities
         self.sysfsPath = sysfsPath
         self.registers = registers
+    }
+
+    /// Whether the unit's driver forces strict invalidation at init: as the
+    /// description says, else a VT-d unit's caching-mode bit
+    /// (`VTdRegisters.forcesStrict`); a unit without registers does not.
+    public func forcesStrict(boot: BootOptions) -> Bool {
+        abilities.forcesStrict ?? registers?.forcesStrict(scalableMode: boot.intelScalableMode ?? false) ?? false
+    }
+
+    /// Whether the unit's driver registers it at this boot (intel-iommu
+    /// stops before registering any unit with `intel_iommu=off`).
+    public func isRegistered(boot: BootOptions) -> Bool {
+        abilities.family != .intel || boot.intelIOMMUEnabled
     }
 }
 

@@ -72,6 +72,51 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
     /// given by register (`reg 0x10: [mem ...]`).
     public var namesPCITypesAndResources: Bool
 
+    /// v6.5+ ("iommu: Consolidate the default_domain setup to one
+    /// function"): a hot-added device whose `iommu_probe_device` cannot set
+    /// up its new group's default domain is taken out again
+    /// (`__iommu_probe_device`: `err_remove_gdev`, `iommu_deinit_device`):
+    /// it stays on the bus in no group, without `iommu` links. Before, the
+    /// failed `iommu_alloc_default_domain` was ignored and the group stayed
+    /// without a default domain (`type` reads `unknown`).
+    public var unwindsFailedIOMMUProbe: Bool
+
+    /// v6.14 ("iommu: Handle race with default domain setup"; in stable
+    /// 6.6.y and 6.12.y as well): `iommu_device_use_default_domain` defers
+    /// a driver's probe (EPROBE_DEFER) while the group has no default
+    /// domain. Before, the driver bound and took a reference anyway.
+    public var defersProbeWithoutDefaultDomain: Bool
+
+    /// Up to v6.10, intel-iommu's identity domain is `si_domain`, one
+    /// `dmar_domain` for every identity group (`intel_iommu_domain_alloc`
+    /// returns `&si_domain->domain`), and attaching it takes a domain id on
+    /// the unit like any domain (`domain_attach_iommu`): `domains_used` is
+    /// 3 on an all-identity boot. v6.11 (series "iommu/vt-d: Add support
+    /// for static identity domain" / "iommu/vt-d: Remove si_domain") made
+    /// identity the static `identity_domain`, which holds no id.
+    public var identityDomainHoldsDomainID: Bool
+
+    /// `pci_bridge_wait_for_secondary_bus` (drivers/pci/pci.c), when the
+    /// link of a port does not train after a bus reset: 6.12.y prints the
+    /// delay it waited (`"Data Link Layer Link Active not set in %d msec\n",
+    /// delay`, the 2025 fix of the message, in 6.12 stable); 6.1.y and the
+    /// mainline releases before it print the fixed `... in 1000 msec`.
+    public var namesLinkWaitDelay: Bool
+
+    /// v6.8+ ("PCI: Log bridge info when first enumerating bridge", in the
+    /// series of 35259ff188e0): a hot-added bridge's bus range and windows
+    /// are logged by `pci_read_bridge_windows` when it is enumerated, and
+    /// the fixup of its secondary bus logs only `PCI bridge to [bus ..]`.
+    /// Before, `pci_read_bridge_bases` logs the range and the windows when
+    /// the secondary bus has been scanned.
+    public var logsBridgeWindowsAtEnumeration: Bool
+
+    /// A hot-plug slot's `module` link (`pci_hp_create_module_link`, called
+    /// by `fs_add_slot`): present on 6.1 (`kset_find_obj(module_kset,
+    /// slot->mod_name)` finds the built-in acpiphp), absent from the 6.12
+    /// transcript's slots (the lookup finds no module object there).
+    public var linksSlotModule: Bool
+
     public var description: String { name }
 
     public init(name: String, returnsAllocatorErrno: Bool, fencesResets: Bool,
@@ -79,7 +124,10 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                 checksDeferredFlushCapability: Bool = true, logsGroupRemoval: Bool = false,
                 bootLogSpacedSuffix: Bool = false, bootConflictUsesDefault: Bool = false,
                 freesDefaultDomainWithLastDevice: Bool = true, setsUpDMAOpsUnderMutex: Bool = true,
-                namesPCITypesAndResources: Bool = true) {
+                namesPCITypesAndResources: Bool = true, unwindsFailedIOMMUProbe: Bool = true,
+                defersProbeWithoutDefaultDomain: Bool = false, identityDomainHoldsDomainID: Bool = false,
+                namesLinkWaitDelay: Bool = false, logsBridgeWindowsAtEnumeration: Bool? = nil,
+                linksSlotModule: Bool = false) {
         self.name = name
         self.returnsAllocatorErrno = returnsAllocatorErrno
         self.fencesResets = fencesResets
@@ -92,6 +140,13 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
         self.freesDefaultDomainWithLastDevice = freesDefaultDomainWithLastDevice
         self.setsUpDMAOpsUnderMutex = setsUpDMAOpsUnderMutex
         self.namesPCITypesAndResources = namesPCITypesAndResources
+        self.unwindsFailedIOMMUProbe = unwindsFailedIOMMUProbe
+        self.defersProbeWithoutDefaultDomain = defersProbeWithoutDefaultDomain
+        self.identityDomainHoldsDomainID = identityDomainHoldsDomainID
+        self.namesLinkWaitDelay = namesLinkWaitDelay
+        // The same release as the type and resource names.
+        self.logsBridgeWindowsAtEnumeration = logsBridgeWindowsAtEnumeration ?? namesPCITypesAndResources
+        self.linksSlotModule = linksSlotModule
     }
 
     /// Linux 6.1, the kernel the second oracle transcript was printed by.
@@ -100,7 +155,8 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                checksDeferredFlushCapability: false, logsGroupRemoval: true,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, unwindsFailedIOMMUProbe: false,
+                                               identityDomainHoldsDomainID: true, linksSlotModule: true)
 
     /// Linux 6.4: any group may change type while no driver owns it, but
     /// through 6.1's `iommu_change_dev_def_domain`.
@@ -108,35 +164,45 @@ public struct KernelProfile: Sendable, Equatable, CustomStringConvertible {
                                                changesDeviceDefaultDomain: true, checksDeferredFlushCapability: false,
                                                bootLogSpacedSuffix: true, bootConflictUsesDefault: true,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, unwindsFailedIOMMUProbe: false,
+                                               identityDomainHoldsDomainID: true)
 
     /// Linux 6.5: one `iommu_setup_default_domain` for boot and store, the
     /// deferred-flush capability; allocation failures are ENODEV.
     public static let linux6_5 = KernelProfile(name: "linux-6.5", returnsAllocatorErrno: false, fencesResets: false,
                                                freesDefaultDomainWithLastDevice: false, setsUpDMAOpsUnderMutex: false,
-                                               namesPCITypesAndResources: false)
+                                               namesPCITypesAndResources: false, identityDomainHoldsDomainID: true)
 
-    /// Linux 6.6: the group's domains go with its last device.
+    /// Linux 6.6 (the 6.6.y stable series): the group's domains go with
+    /// its last device; a probe waits for the group's default domain.
     public static let linux6_6 = KernelProfile(name: "linux-6.6", returnsAllocatorErrno: false, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false,
+                                               defersProbeWithoutDefaultDomain: true, identityDomainHoldsDomainID: true)
 
     /// Linux 6.7–6.9: the allocator's errno reaches the writer; 6.8 names
     /// PCI device types and resources in its log.
     public static let linux6_7 = KernelProfile(name: "linux-6.7", returnsAllocatorErrno: true, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false)
+                                               setsUpDMAOpsUnderMutex: false, namesPCITypesAndResources: false,
+                                               identityDomainHoldsDomainID: true)
     public static let linux6_8 = KernelProfile(name: "linux-6.8", returnsAllocatorErrno: true, fencesResets: false,
-                                               setsUpDMAOpsUnderMutex: false)
+                                               setsUpDMAOpsUnderMutex: false, identityDomainHoldsDomainID: true)
     public static let linux6_9 = renamed(linux6_8, "linux-6.9")
 
-    /// Linux 6.10–6.11: DMA ops are set up under the group's mutex.
-    public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false)
-    public static let linux6_11 = renamed(linux6_10, "linux-6.11")
+    /// Linux 6.10: DMA ops are set up under the group's mutex.
+    public static let linux6_10 = KernelProfile(name: "linux-6.10", returnsAllocatorErrno: true, fencesResets: false,
+                                                identityDomainHoldsDomainID: true)
+    /// Linux 6.11: intel-iommu's static identity domain.
+    public static let linux6_11 = KernelProfile(name: "linux-6.11", returnsAllocatorErrno: true, fencesResets: false)
 
-    /// Linux 6.12, the kernel the first oracle transcript was printed by.
-    public static let linux6_12 = renamed(linux6_10, "linux-6.12")
+    /// Linux 6.12 (the 6.12.y stable series, 6.12.95), the kernel the
+    /// first oracle transcript was printed by: 6.11's logic, and a probe
+    /// waits for the group's default domain.
+    public static let linux6_12 = KernelProfile(name: "linux-6.12", returnsAllocatorErrno: true, fencesResets: false,
+                                                defersProbeWithoutDefaultDomain: true, namesLinkWaitDelay: true)
 
     /// Linux 7.1: 6.12's store path plus reset fencing with nested resets.
-    public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true)
+    public static let linux7_1 = KernelProfile(name: "linux-7.1", returnsAllocatorErrno: true, fencesResets: true,
+                                               defersProbeWithoutDefaultDomain: true, namesLinkWaitDelay: true)
 
     /// The behaviour new machines get.
     public static let current = linux7_1

@@ -5,6 +5,8 @@
 /// that is not below every lock the thread holds traps, naming both. The
 /// model's part ports the kernel's order.
 ///
+/// 0. Before any of them, while a server mounts: the flock on the mount
+///    point's parent directory (`MountPoint`), between processes.
 /// 1. `openFile`: `OpenAttribute.state`, kernfs' `of->mutex`: the reads
 ///    and writes of one open attribute file. A store runs its whole model
 ///    operation under it, a show its model read.
@@ -26,15 +28,18 @@
 ///    not even another leaf:
 ///    - model: `Device.groupRef`, `BoundDevices.devices` (a driver's
 ///      `klist_devices`), `PCIBus.placements`, `Machine.dynamicIDs`,
-///      `Machine.observerSlot`, `Domain.groupsByUnit`, `FaultInjector.armed`,
+///      `Machine.observerSlot`, `Machine.resetsRunning`,
+///      `Domain.groupsByUnit`, `FaultInjector.armed`,
 ///      `KernelLog.ring`, `KernelLog.limiters`, `EventBus.subscribers`;
 ///    - sysfs: `Directory.entries`, `InodeTable.allocation`,
 ///      `SysfsTree.invalidator`, `Node.owners`, `MembershipGeneration.texts`,
 ///      `ReservedRegionsFile.cached`, `MachineTree.knownGroupCount`,
 ///      `PCIConfigSpace.image`, `PCIBusSettings.values`, `RuntimePower.set`;
-///    - server: `CacheNotifier.queue` and `.thread`, and
-///      `NotificationProgress`'s pthread mutex (with its condition; a
-///      writer waits on it holding nothing);
+///    - server: `CacheNotifier.queue` and `.thread`, `LibfuseLog.logger`,
+///      and `NotificationProgress`'s pthread mutex (with its condition; a
+///      writer waits on it holding nothing); the daemon's log handler
+///      (swift-log) takes none of these, and may be called under model
+///      locks (the kernel log's sink, `--dmesg`);
 ///    - control: `ControlServer.acceptor`, `EventStream.queue` (an event
 ///      subscriber, so possibly under a group mutex).
 ///
@@ -51,8 +56,9 @@
 ///   under its mutex, the present devices under the registry, a driver's
 ///   devices under its list's lock), as the kernel walks `group->devices`
 ///   or a driver's klist;
-/// - the observer (the sysfs view) is called with at most `rescanRemove`
-///   and one device lock held, never a group mutex or the registry;
+/// - the observer (the sysfs view) is called with at most `openFile`,
+///   `rescanRemove` and one device lock held, never a group mutex or the
+///   registry;
 /// - event subscribers and the kernel log's sink may run under a group
 ///   mutex: they only record;
 /// - the cache notifier's thread sends kernel notifications holding no
@@ -66,12 +72,13 @@ public enum LockClass: Sendable, CustomStringConvertible {
     case group
     case registry
     // Leaves of the model.
-    case deviceGroup, boundDevices, busResources, dynamicIDs, observer, domainUnits, faults, kernelLog, ratelimits, eventSubscribers
+    case deviceGroup, boundDevices, busResources, dynamicIDs, observer, resetsRunning, domainUnits, faults, kernelLog,
+         ratelimits, eventSubscribers
     // Leaves of the sysfs tree.
     case directoryEntries, inodeAllocation, invalidator, nodeOwners, regionTexts, regionsCache, groupCount,
          configImage, busSettings, runtimePower
     // Leaves of the server and the control socket.
-    case notifierQueue, notifierThread, controlAcceptor, eventStream
+    case notifierQueue, notifierThread, libfuseLogger, controlAcceptor, eventStream
 
     /// The position in the order; every leaf shares the last one.
     var level: Int {
@@ -106,6 +113,7 @@ public enum LockClass: Sendable, CustomStringConvertible {
         case .busResources: "PCIBus.placements"
         case .dynamicIDs: "Machine.dynamicIDs"
         case .observer: "Machine.observerSlot"
+        case .resetsRunning: "Machine.resetsRunning"
         case .domainUnits: "Domain.groupsByUnit"
         case .faults: "FaultInjector.armed"
         case .kernelLog: "KernelLog.ring"
@@ -123,6 +131,7 @@ public enum LockClass: Sendable, CustomStringConvertible {
         case .runtimePower: "RuntimePower.set"
         case .notifierQueue: "CacheNotifier.queue"
         case .notifierThread: "CacheNotifier.thread"
+        case .libfuseLogger: "LibfuseLog.logger"
         case .controlAcceptor: "ControlServer.acceptor"
         case .eventStream: "EventStream.queue"
         }

@@ -13,7 +13,7 @@ extension Machine {
     /// (`iommu_device_use_default_domain`) and fails to probe, EBUSY, while
     /// a user owns the group. EBUSY as well if a driver is already bound.
     public func bind(_ device: Device, to driver: PCIDriver) -> Errno? {
-        device.lock.withLock { _ in bindLocked(device, driver) }
+        device.lock.withLock { _ in bindLocked(device, driver)?.errno }
     }
 
     /// Releases the device's driver (`device_release_driver`): the group
@@ -23,12 +23,15 @@ extension Machine {
     }
 
     /// `bind_store`: `driver` must match the device (its id table, or the
-    /// device's `driver_override` naming it), else ENODEV.
+    /// device's `driver_override` naming it), else ENODEV; then
+    /// `device_driver_attach`, which hands a deferred probe (EPROBE_DEFER,
+    /// e.g. a group without a default domain yet) to the writer as EAGAIN.
     public func attach(_ driver: PCIDriver, to device: Device) -> Errno? {
-        device.lock.withLock { state in
+        let error = device.lock.withLock { state -> Errno? in
             guard state.isPresent, matches(driver, device, override: state.driverOverride) else { return .noDevice }
-            return bindLocked(device, driver)
+            return bindLocked(device, driver)?.errno
         }
+        return error == probeDeferErrno ? .resourceTemporarilyUnavailable : error
     }
 
     /// `unbind_store`: ENODEV unless `driver` is the one bound.
@@ -39,15 +42,22 @@ extension Machine {
         }
     }
 
-    /// `drivers_probe` (`bus_rescan_devices_helper`): an unbound device gets
-    /// the first driver that matches; no match is not an error, a failing
-    /// probe (EBUSY while a user owns the group) is.
+    /// `drivers_probe_store`: an unbound device gets the first driver that
+    /// matches (`bus_rescan_devices_helper` → `device_attach`); no match is
+    /// not an error. A probe that fails before the driver's own probe runs
+    /// (`pci_dma_configure`: EBUSY while a user owns the group, EPROBE_DEFER
+    /// while the group has no default domain) makes the helper fail, and
+    /// the store answers EINVAL whatever the reason; a failing driver probe
+    /// only leaves the device unbound (`__device_attach_driver` goes on to
+    /// the next driver).
     public func probe(_ device: Device) -> Errno? {
-        device.lock.withLock { state in
+        let failure = device.lock.withLock { state -> ProbeFailure? in
             guard state.isPresent, device.driver == nil,
                   let driver = matchingDriver(device, override: state.driverOverride) else { return nil }
             return bindLocked(device, driver)
         }
+        guard case .beforeProbe? = failure else { return nil }
+        return .invalidArgument
     }
 
     /// `driver_override` store (`driver_set_override`): `buffer` up to its
@@ -80,11 +90,40 @@ extension Machine {
         return device.nativeDriverName.flatMap { drivers[$0] }
     }
 
-    /// `really_probe` with the device lock held.
-    func bindLocked(_ device: Device, _ driver: PCIDriver) -> Errno? {
+    /// How `really_probe` failed. Its errnos are the kernel's own,
+    /// EPROBE_DEFER included: each caller maps them as its kernel
+    /// counterpart does before anything reaches user space.
+    enum ProbeFailure: Equatable {
+        /// Before the driver's probe ran (a driver is bound already: EBUSY;
+        /// `pci_dma_configure`), returned negative.
+        case beforeProbe(Errno)
+        /// In the driver's probe (`call_driver_probe`), returned positive
+        /// "so that the callers can distinguish them".
+        case inProbe(Errno)
+
+        var errno: Errno {
+            switch self {
+            case .beforeProbe(let errno), .inProbe(let errno): errno
+            }
+        }
+    }
+
+    /// `really_probe` with the device lock held: `pci_dma_configure`, then
+    /// the driver's probe (the `probe` fault point), whose failure gives
+    /// the group reference back (`pci_dma_cleanup`) and is logged unless it
+    /// is a deferral or a "no match" (ENODEV, ENXIO).
+    func bindLocked(_ device: Device, _ driver: PCIDriver) -> ProbeFailure? {
         device.lock.assertHeld()
-        if device.driver != nil { return .resourceBusy }
-        if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return error }
+        if device.driver != nil { return .beforeProbe(.resourceBusy) }
+        if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return .beforeProbe(error) }
+        if let errno = subsystem.faults.fire(.probe) {
+            if !driver.managesDMA { device.group?.unuseDefaultDomain() }
+            if ![probeDeferErrno, .noDevice, .noSuchAddressOrDevice].contains(errno) {
+                log.append(String(concatenating: driver.name, " ", device.address.description, ": probe with driver ",
+                                  driver.name, " failed with error -", String(errno.rawValue)))
+            }
+            return .inProbe(errno)
+        }
         setDriver(driver, of: device)
         if let line = driver.probeLogLine { log.append(device.logPrefix + line) }
         subsystem.events.emit(.driverBound(device.address, driver: driver.name))

@@ -48,15 +48,21 @@ extension Machine {
             return registers
         }
         guard hotAdded else { return }
-        let windows = zip(layout, registers).filter { $0.0.isWindow }
-        if device.record.spec.headerLayout == 1 {
+        let atEnumeration = profile.logsBridgeWindowsAtEnumeration
+        if atEnumeration, device.record.spec.headerLayout == 1 {
             log.append(device.logPrefix + "PCI bridge to " + busRangeText(behind: device))
         }
         for (resource, base) in zip(layout, registers) where !resource.isWindow {
             log.append(device.logPrefix + resource.name + " " + resource.printed(at: base))
         }
-        for (resource, base) in windows {
-            log.append(device.logPrefix + "  " + resource.name + " " + resource.printed(at: base))
+        if atEnumeration { logWindows(device, layout: layout, registers: registers) }
+    }
+
+    /// `pci_read_bridge_windows` / `pci_read_bridge_bases`: one
+    /// `  bridge window %pR` line per open window.
+    private func logWindows(_ bridge: Device, layout: [PCIResourceSpec], registers: [UInt64]) {
+        for (resource, base) in zip(layout, registers) where resource.isWindow {
+            log.append(bridge.logPrefix + "  " + resource.name + " " + resource.printed(at: base))
         }
     }
 
@@ -265,6 +271,10 @@ extension Machine {
     /// devices are scanned: the range again, the windows not (6.12).
     func logBusFixup(_ bridge: Device) {
         log.append(bridge.logPrefix + "PCI bridge to " + busRangeText(behind: bridge))
+        // Before 6.8 the windows are logged here only (pci_read_bridge_bases).
+        guard !profile.logsBridgeWindowsAtEnumeration,
+              let placed = placementBus(bridge.address)?.placements.withLock({ $0[bridge.address] }) else { return }
+        logWindows(bridge, layout: placed.layout, registers: placed.registers)
     }
 
     /// `pci_bus_release_busn_res` from `pci_remove_bus`.

@@ -31,6 +31,9 @@ public final class Machine: Sendable {
     /// Dynamic ids by driver name (`pdrv->dynids`), a leaf lock.
     let dynamicIDs = RankedMutex<[String: [PCIDynamicID]]>(.dynamicIDs, [:])
     private let observerSlot = RankedMutex<(any MachineObserver)?>(.observer, nil)
+    /// Devices whose function reset is running, with how many resets each
+    /// (a leaf lock: `reset` holds the device lock for the reset's length).
+    let resetsRunning = RankedMutex<[PCIAddress: Int]>(.resetsRunning, [:])
 
     private struct Registry {
         var groups: [Int: IOMMUGroup] = [:]
@@ -65,11 +68,13 @@ public final class Machine: Sendable {
     public init(spec: MachineSpec, profile: KernelProfile? = nil,
                 log: KernelLog = KernelLog(), faults: FaultInjector = FaultInjector()) throws(MachineSpecError) {
         let profile = profile ?? spec.profile ?? .current
-        let unitsByName = Dictionary(spec.units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        guard unitsByName.count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
+        guard Set(spec.units.map(\.name)).count == spec.units.count else { throw MachineSpecError("two IOMMU units share a name") }
+        let units = spec.units.filter { $0.isRegistered(boot: spec.boot) }
+        let unitsByName = Dictionary(units.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let described = Set(spec.units.map(\.name))
         let drivers = Dictionary(spec.drivers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for d in spec.devices {
-            if let name = d.unit, unitsByName[name] == nil { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
+            if let name = d.unit, !described.contains(name) { throw MachineSpecError("device \(d.address): unknown IOMMU unit \(name)") }
             for name in [d.driver, d.nativeDriver].compactMap({ $0 }) where drivers[name] == nil {
                 throw MachineSpecError("device \(d.address): unknown driver \(name)")
             }
@@ -86,7 +91,7 @@ public final class Machine: Sendable {
         var (defaultType, _, bootLines) = spec.boot.subsystemDefault(profile: profile)
         bootLines.forEach(log.append)
         var strictnessLogged: Set<IOMMUDriverAbilities.Family> = []
-        for unit in spec.units where unit.abilities.forcesStrict {
+        for unit in units where unit.forcesStrict(boot: spec.boot) {
             if let line = unit.abilities.forcedStrictLogLine(alreadyLogged: !strictnessLogged.insert(unit.abilities.family).inserted) {
                 log.append(line)
             }
@@ -94,8 +99,8 @@ public final class Machine: Sendable {
         }
 
         self.subsystem = IOMMUSubsystem(profile: profile, log: log, faults: faults, defaultDomainType: defaultType,
-                                        units: spec.units.map(\.name))
-        self.units = spec.units
+                                        units: units.map(\.name))
+        self.units = units
         self.unitsByName = unitsByName
         self.drivers = drivers
         self.driverTable = DriverTable(drivers.values)
@@ -116,7 +121,7 @@ public final class Machine: Sendable {
         var bootDevices: [Device] = []
         for record in catalog {
             let (device, group, isNew) = try join(record, hotAdded: false)
-            if isNew { bootGroups.append(group) }
+            if isNew, let group { bootGroups.append(group) }
             bootDevices.append(device)
         }
         for group in bootGroups { group.setUpProbedDomain() }
@@ -178,7 +183,7 @@ public final class Machine: Sendable {
     /// the IOMMU before `pci_scan_slot` marks fn > 0 multifunction, and
     /// `get_pci_function_alias_group` (iommu.c) skips a function that is
     /// not. At boot the IOMMU probes after the scan: the described groups.
-    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup, Bool) {
+    func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup?, Bool) {
         let entry = record.spec
         let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] }, drivers: driverTable)
         // At boot the enumeration lines precede the IOMMU core's; a rescan
@@ -187,6 +192,16 @@ public final class Machine: Sendable {
             subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
         }
         readResources(device, hotAdded: hotAdded)
+        // Its IOMMU's driver did not register the unit (`intel_iommu=off`):
+        // `iommu_probe_device` finds no ops and the device has no group.
+        // (A device described without a unit is a VFIO no-IOMMU member.)
+        guard entry.unit == nil || device.unit != nil else {
+            registry.withLock { r in
+                r.devices.append(device)
+                r.byAddress[device.address] = device
+            }
+            return (device, nil, false)
+        }
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
@@ -253,17 +268,11 @@ public final class Machine: Sendable {
         if let group, subsystem.profile.logsGroupRemoval {
             subsystem.log.append(device.logPrefix + "Removing from iommu group \(group.id)")
         }
-        let emptied = group?.leave(device) ?? false
+        let emptied = group.map { removeFromGroup(device, $0) } ?? false
         registry.withLock { r in
             r.devices.removeAll { $0 === device }
             r.byAddress[device.address] = nil
-            if emptied, let group {
-                r.groups[group.id] = nil
-                r.groupIDs.free(group.id)
-                if let label = r.groupByLabel.first(where: { $0.value === group })?.key { r.groupByLabel[label] = nil }
-            }
         }
-        device.setGroup(nil)
         releaseResources(device)
         if let group {
             subsystem.events.emit(.deviceRemoved(device.address, group: group.id))
@@ -342,10 +351,57 @@ public final class Machine: Sendable {
 
     /// The rest of `iommu_probe_device` for a hot-added device: a new group
     /// gets its default domain, an existing one attaches the device to its
-    /// current domain; then the sysfs view follows.
-    func finishHotAdd(_ device: Device, _ group: IOMMUGroup, _ isNew: Bool) {
-        if isNew { group.setUpProbedDomain() } else { group.attachProbed(device) }
+    /// current domain; then the sysfs view follows. A default domain that
+    /// cannot be set up takes the device out of the group again where the
+    /// profile's kernel does (`unwindsFailedIOMMUProbe`): the device is
+    /// added to the bus all the same, untranslated. A device whose unit did
+    /// not register has no group.
+    func finishHotAdd(_ device: Device, _ group: IOMMUGroup?, _ isNew: Bool) {
+        if let group, isNew {
+            let error = group.setUpProbedDomain()
+            if error != nil, subsystem.profile.unwindsFailedIOMMUProbe { undoIOMMUProbe(device, group) }
+        } else {
+            group?.attachProbed(device)
+        }
         observer?.deviceAdded(device)
+    }
+
+    /// `__iommu_probe_device`'s `err_remove_gdev` and `iommu_deinit_device`:
+    /// `device` leaves `group` (released, its id freed, if it was the only
+    /// member) and is no longer linked to its unit. The kernel logs nothing.
+    func undoIOMMUProbe(_ device: Device, _ group: IOMMUGroup) {
+        if removeFromGroup(device, group) {
+            subsystem.events.emit(.groupReleased(group.id))
+            observer?.groupReleased(group)
+        }
+    }
+
+    /// A state restore's way to the state a failed hot-plug probe leaves
+    /// (see `undoIOMMUProbe`): `device`, which booted into its group, is
+    /// taken out of it again. Nothing else reaches it: a rescan or a new VF
+    /// whose domain setup fails is how a running machine gets there.
+    public func restoreFailedIOMMUProbe(_ device: Device) {
+        rescanRemove.withLock { _ in
+            guard let group = device.group, subsystem.profile.unwindsFailedIOMMUProbe else { return }
+            undoIOMMUProbe(device, group)
+        }
+    }
+
+    /// `__iommu_group_remove_device` (with `rescanRemove` held): `device`
+    /// leaves `group`; a group left empty leaves the registry and frees its
+    /// id (`iommu_group_release`).
+    /// - Returns: whether the group went away.
+    private func removeFromGroup(_ device: Device, _ group: IOMMUGroup) -> Bool {
+        let emptied = group.leave(device)
+        if emptied {
+            registry.withLock { r in
+                r.groups[group.id] = nil
+                r.groupIDs.free(group.id)
+                if let label = r.groupByLabel.first(where: { $0.value === group })?.key { r.groupByLabel[label] = nil }
+            }
+        }
+        device.setGroup(nil)
+        return emptied
     }
 
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):
@@ -405,17 +461,36 @@ extension IOMMUGroup {
 
     /// `iommu_setup_default_domain(group, 0)` for a group that has just been
     /// created by probing, then DMA ops for every member.
-    fileprivate func setUpProbedDomain() {
+    /// - Returns: why the default domain could not be set up.
+    @discardableResult
+    fileprivate func setUpProbedDomain() -> Errno? {
         state.withLock { s in
-            guard s.devices.first?.device.unit != nil else { return }
+            guard s.devices.first?.device.unit != nil else { return nil }
             let error = subsystem.profile.bootConflictUsesDefault
                 ? setUpProbedDomainWithoutConflicts(&s) : setupDefaultDomain(&s, target: nil)
             if error == nil { setUpDMAOps(&s) }
+            return error
         }
     }
 }
 
 extension IOMMUGroup {
+    /// A state restore's way to what a failed `iommu_alloc_default_domain`
+    /// at hot-plug leaves up to v6.4 (`iommu_probe_device` ignores it): a
+    /// group with no default domain and no domain, its members attached to
+    /// nothing. Only a group no driver or user holds can be brought there.
+    /// - Returns: EBUSY if something holds the group.
+    public func restoreFailedDefaultDomain() -> Errno? {
+        state.withLock { s in
+            guard s.ownerCount == 0, s.owner == nil else { return .resourceBusy }
+            if let unit = s.devices.first?.device.unit { subsystem.domainIDs.move(on: unit.name, from: s.domain, to: nil) }
+            for index in s.devices.indices { s.devices[index].attached = nil }
+            s.defaultDomain = nil
+            s.domain = nil
+            return nil
+        }
+    }
+
     /// A device probed into an existing group attaches to the group's
     /// current domain (`__iommu_probe_device`).
     fileprivate func attachProbed(_ device: Device) {

@@ -8,6 +8,9 @@ public protocol MachineObserver: AnyObject, Sendable {
     /// A hot-removed device; `releasedGroup` is its group if it went away
     /// with the device.
     func deviceRemoved(_ device: Device, releasedGroup: IOMMUGroup?)
+    /// A group released while its last device stays: a hot-added device
+    /// whose group's default domain could not be set up left it again.
+    func groupReleased(_ group: IOMMUGroup)
     func driverBound(_ device: Device, _ driver: PCIDriver)
     func driverUnbound(_ device: Device, _ driver: PCIDriver)
     /// A bridge's secondary bus created by a scan, its slots registered.

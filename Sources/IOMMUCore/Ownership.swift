@@ -7,10 +7,12 @@ public let probeDeferErrno = Errno(rawValue: 517)
 /// through `owner_cnt`; a user (VFIO, iommufd) owns the whole group.
 extension IOMMUGroup {
     /// `iommu_device_use_default_domain`: a driver without
-    /// `driver_managed_dma` is about to probe a member.
+    /// `driver_managed_dma` is about to probe a member. A group without a
+    /// default domain defers the probe (EPROBE_DEFER) where the profile's
+    /// kernel does; the driver core maps that before user space sees it.
     public func useDefaultDomain() -> Errno? {
         state.withLock { s in
-            guard s.defaultDomain != nil else { return probeDeferErrno }
+            if s.defaultDomain == nil && subsystem.profile.defersProbeWithoutDefaultDomain { return probeDeferErrno }
             if s.ownerCount > 0 && (s.owner != nil || s.domain !== s.defaultDomain) { return .resourceBusy }
             s.ownerCount += 1
             return nil

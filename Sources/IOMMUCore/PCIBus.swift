@@ -292,7 +292,9 @@ extension Machine {
     func slotBusReset(_ device: Device) -> Errno? {
         guard let slot = slot(of: device), slot.spec.linkActiveReporting,
               let bridge = buses[slot.spec.bus]?.bridge.flatMap({ self.device(at: $0) }) else { return nil }
-        log.append(bridge.logPrefix + "Data Link Layer Link Active not set in 100 msec")
+        // pci_bridge_wait_for_secondary_bus: the delay waited (100 ms), or
+        // the older fixed text (`KernelProfile.namesLinkWaitDelay`).
+        log.append(bridge.logPrefix + "Data Link Layer Link Active not set in \(profile.namesLinkWaitDelay ? 100 : 1000) msec")
         return .inappropriateIOCTLForDevice
     }
 

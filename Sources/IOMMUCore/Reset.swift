@@ -11,6 +11,12 @@ extension Machine {
     public func reset(_ device: Device) -> Errno? {
         device.lock.withLock { state in
             guard state.isPresent else { return .noDevice }
+            resetsRunning.withLock { $0[device.address, default: 0] += 1 }
+            defer {
+                resetsRunning.withLock { running in
+                    running[device.address] = running[device.address].flatMap { $0 > 1 ? $0 - 1 : nil }
+                }
+            }
             // __pci_reset_function_locked: the first method that does not
             // answer ENOTTY decides; ENOTTY if none is left.
             let methods = state.resetMethods ?? device.resetMethods
@@ -60,13 +66,11 @@ extension Machine {
         device.lock.withLock { $0.resetMethods = chosen }
         return nil
     }
+}
 
-    private func sleep(for duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 { request = remaining }
-    }
+extension Machine {
+    /// The devices being reset now, by address.
+    public var resettingDevices: [PCIAddress] { resetsRunning.withLock { $0.keys.sorted() } }
 }
 
 extension IOMMUGroup {
@@ -76,6 +80,7 @@ extension IOMMUGroup {
     func prepareReset(_ device: Device) -> Errno? {
         state.withLock { s in
             guard let index = s.devices.firstIndex(where: { $0.device === device }) else { return nil }
+            if let errno = subsystem.faults.fire(.resetPrepare) { return errno }
             let key = ObjectIdentifier(device)
             if let depth = s.resetDepth[key] {
                 s.resetDepth[key] = depth + 1
@@ -101,6 +106,7 @@ extension IOMMUGroup {
         state.withLock { s in
             let key = ObjectIdentifier(device)
             guard let depth = s.resetDepth[key] else { return }
+            _ = subsystem.faults.fire(.resetDone)
             if depth > 1 {
                 s.resetDepth[key] = depth - 1
                 return

@@ -18,7 +18,8 @@ extension Machine {
                 return .noSuchFileOrDirectory
             }
             if count == 0 {
-                for vf in pf.virtualFunctions.reversed() { removeOne(vf) }
+                // sriov_del_vfs (drivers/pci/iov.c): VF 0 first.
+                for vf in pf.virtualFunctions { removeOne(vf) }
                 pf.lock.withLock { $0.virtualFunctions = [] }
                 return nil
             }

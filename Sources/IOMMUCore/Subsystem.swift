@@ -16,7 +16,7 @@ public final class IOMMUSubsystem: Sendable {
     let domainIDs: DomainIDUsage
 
     init(profile: KernelProfile, log: KernelLog, faults: FaultInjector, defaultDomainType: DomainType, units: [String]) {
-        self.domainIDs = DomainIDUsage(units: units)
+        self.domainIDs = DomainIDUsage(units: units, identityHoldsID: profile.identityDomainHoldsDomainID)
         self.profile = profile
         self.log = log
         self.faults = faults

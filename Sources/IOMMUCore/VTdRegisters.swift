@@ -23,6 +23,29 @@ public struct VTdRegisters: Sendable, Equatable {
     /// `cap_ndoms()`: the number of domain ids, 2^(4 + 2·ND).
     public var domainsSupported: UInt64 { 1 << (4 + 2 * (capability & 0x7)) }
 
+    /// `cap_caching_mode()`: CAP.CM, bit 7 (the unit caches not-present
+    /// entries: a virtual IOMMU such as QEMU's `caching-mode=on`).
+    public var cachingMode: Bool { (capability >> 7) & 1 == 1 }
+
+    /// `first_level_by_default()` (drivers/iommu/intel/iommu.c, 6.1 and
+    /// 6.12 alike for a DMA domain): legacy mode has only second-level
+    /// tables; in scalable mode (ECAP.SMTS, bit 43, and `intel_iommu_sm`)
+    /// the only level there is, else first level (ECAP.FLTS bit 47, SLTS bit 46).
+    public func firstLevelByDefault(scalableMode: Bool) -> Bool {
+        let smts = (extendedCapability >> 43) & 1 == 1, flts = (extendedCapability >> 47) & 1 == 1
+        let slts = (extendedCapability >> 46) & 1 == 1
+        guard scalableMode && smts else { return false }
+        return flts != slts ? flts : true
+    }
+
+    /// `intel_iommu_init()`: `if (cap_caching_mode(iommu->cap) &&
+    /// !first_level_by_default(IOMMU_DOMAIN_DMA)) iommu_set_dma_strict();`
+    /// (6.1 has it since 257ec2907419 "iommu/vt-d: Allow to use flush-queue
+    /// when first level is default", in 6.1.16; 6.12 the same).
+    public func forcesStrict(scalableMode: Bool) -> Bool {
+        cachingMode && !firstLevelByDefault(scalableMode: scalableMode)
+    }
+
     /// `version_show`: `DMAR_VER_MAJOR:DMAR_VER_MINOR`.
     public var versionText: String { "\((version & 0xf0) >> 4):\(version & 0x0f)" }
 }

@@ -94,6 +94,13 @@ extension MachineTree {
                            show: { .success(Array((slot.latchOpen ? "1\n" : "0\n").utf8)) })
         tree.makeAttribute("adapter", in: dir, permissions: 0o444,
                            show: { .success(Array((slot.hasAdapter ? "1\n" : "0\n").utf8)) })
+        // fs_add_slot → pci_hp_create_module_link (drivers/pci/slot.c):
+        // `module` → the hot-plug driver's /sys/module/acpiphp, where
+        // `kset_find_obj(module_kset, "acpiphp")` finds it.
+        if machine.profile.linksSlotModule {
+            _ = tree.makeDirectories(Paths.hotplugDriverModule)
+            tree.makeSymlink("module", in: dir, to: Paths.hotplugDriverModule)
+        }
     }
 }
 

@@ -114,6 +114,8 @@ public final class MachineTree: MachineObserver {
         static let slots = "bus/pci/slots"
         static let pciBusClass = "class/pci_bus"
         static let iommuClass = "class/iommu"
+        /// The built-in acpiphp's module directory (slots link to it).
+        static let hotplugDriverModule = "module/acpiphp"
         static let devices = "devices"
 
         static func group(_ id: Int) -> String { iommuGroups + "/" + String(id) }
@@ -150,6 +152,11 @@ public final class MachineTree: MachineObserver {
             tree.node(atPath: path).map(tree.remove)
         }
         if let group = releasedGroup { tree.node(atPath: Paths.group(group.id)).map(tree.remove) }
+    }
+
+    public func groupReleased(_ group: IOMMUGroup) {
+        membership.advance()
+        tree.node(atPath: Paths.group(group.id)).map(tree.remove)
     }
 
     public func driverBound(_ device: Device, _ driver: PCIDriver) { linkDriver(device, driver) }
@@ -225,7 +232,7 @@ public final class MachineTree: MachineObserver {
     private func addUnit(_ unit: IOMMUUnit) {
         let dir = tree.makeDirectories(unit.sysfsPath)
         tree.makeDirectory("devices", in: dir).directory!.populateLazily { [unowned self] in
-            for device in machine.devices where device.unit == unit { linkUnit(device) }
+            for device in machine.devices where device.iommu == unit { linkUnit(device) }
         }
         tree.makeSymlink("subsystem", in: dir, to: Paths.iommuClass)
         addUnitAttributes(unit, in: dir)
@@ -249,7 +256,7 @@ public final class MachineTree: MachineObserver {
         addPCIAttributes(device, in: dir)
         tree.makeSymlink("subsystem", in: dir, to: Paths.pciBus)
         // iommu_device_link(): before the device joins a group.
-        if let unit = device.unit { tree.makeSymlink("iommu", in: dir, to: unit.sysfsPath) }
+        if let unit = device.iommu { tree.makeSymlink("iommu", in: dir, to: unit.sysfsPath) }
         if let group = device.group { tree.makeSymlink("iommu_group", in: dir, to: Paths.group(group.id)) }
         if let driver = device.driver { tree.makeSymlink("driver", in: dir, to: Paths.driver(driver.name)) }
         if let pf = physicalFunction(of: device) { tree.makeSymlink("physfn", in: dir, to: pf.sysfsPath) }
@@ -269,7 +276,7 @@ public final class MachineTree: MachineObserver {
 
     /// The unit's `devices/<dev>` back link.
     private func linkUnit(_ device: Device) {
-        guard let unit = device.unit, let dir = tree.node(atPath: unit.sysfsPath + "/devices") else { return }
+        guard let unit = device.iommu, let dir = tree.node(atPath: unit.sysfsPath + "/devices") else { return }
         tree.makeSymlink(device.address.description, in: dir, to: device.sysfsPath)
     }
 

@@ -1,8 +1,8 @@
 extension Topology {
-    /// The oracle's first machine (/work/shared/oracle/README.md): QEMU 7.2
+    /// The oracle's first machine (Tests/IntegrationTests/Fixtures/oracle/ORACLE.md): QEMU 7.2
     /// q35 with `-device intel-iommu,intremap=on,caching-mode=on`, on which
     /// the Linux 6.12 and 6.1 transcripts were printed. Caching mode makes
-    /// the kernel force strict invalidation, so every group boots as `DMA`.
+    /// the kernel force strict invalidation (the `cap` register has bit 7 set), so every group boots as `DMA`.
     /// rp6 (00:06.0) has ACS disabled, so the e1000e behind it shares its
     /// group; the ICH9 functions share group 9 and the LPC bridge carries
     /// VT-d's ISA/floppy 1:1 window. Group labels are the booted ids.
@@ -11,7 +11,7 @@ extension Topology {
       "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full",
                   "config_default": "lazy" },
       "iommu_units": [
-        { "name": "dmar0", "family": "intel", "forces_strict": true,
+        { "name": "dmar0", "family": "intel",
           "registers": { "address": "0xfed90000", "cap": "0xd2008c22260286", "ecap": "0xf00f4a", "version": "0x10" },
           "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
       ],
@@ -80,7 +80,7 @@ extension Topology {
     }
     """#
 
-    /// The oracle's second machine ("alt", /work/shared/oracle/README.md
+    /// The oracle's second machine ("alt", Tests/IntegrationTests/Fixtures/oracle/ORACLE.md
     /// "Second machine"): the same QEMU 7.2 q35 and caching-mode VT-d, with
     /// six ACS root ports RA1-RA6; an x3130 switch behind RA1 whose two
     /// downstream ports lack ACS, so each NVMe shares its port's group; an
@@ -102,7 +102,7 @@ extension Topology {
       "kernel": { "command_line": "console=ttyS0 panic=-1 intel_iommu=on no_timer_check oracle.mode=full oracle.machine=alt oracle.scenario=pci",
                   "config_default": "lazy" },
       "iommu_units": [
-        { "name": "dmar0", "family": "intel", "forces_strict": true,
+        { "name": "dmar0", "family": "intel",
           "registers": { "address": "0xfed90000", "cap": "0xd2008c22260286", "ecap": "0xf00f4a", "version": "0x10" },
           "reserved_regions": [ { "start": "0xfee00000", "end": "0xfeefffff", "type": "msi" } ] }
       ],
@@ -207,6 +207,7 @@ extension Topology {
         ("default", "the embedded desktop machine (eight groups)", defaultMachineJSON),
         ("qemu-q35-vtd", "the oracle's QEMU q35 with caching-mode VT-d (16 groups, all DMA)", qemuQ35VTdJSON),
         ("qemu-q35-alt", "the oracle's second q35: switch, SR-IOV NVMe, 3-function device (16 groups)", qemuQ35AltJSON),
+        ("mixed-iommu", "a lab machine behind two VT-d units and an AMD-Vi unit (5 groups, unbound NICs)", mixedIOMMUJSON),
     ]
 
     /// The built-in machine called `name` as a document, nil for an unknown name.

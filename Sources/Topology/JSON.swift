@@ -176,23 +176,36 @@ struct JSONParser {
 
     /// A string, from its opening quote. Strings without escapes (nearly
     /// all of a machine description) are decoded straight from the input.
+    ///
+    /// The text must be UTF-8 (RFC 8259 §8.1): a malformed sequence is an
+    /// error at its first byte, never replaced by U+FFFD.
     private mutating func string() throws(JSONSyntaxError) -> String {
         let opening = position
         position += 1
         let start = position
         while let byte = peek(), byte != UInt8(ascii: "\\"), byte >= 0x20 {
             if byte == UInt8(ascii: "\"") {
+                let text = UnsafeBufferPointer(rebasing: bytes[start..<position])
+                guard let string = String(validating: text, as: UTF8.self) else { throw malformedUTF8(in: start..<position) }
                 position += 1
-                return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position - 1]), as: UTF8.self)
+                return string
             }
             position += 1
         }
+        // Escapes only add well-formed UTF-8: the runs between them are checked.
+        try checkUTF8(start..<position)
         var decoded = Array(bytes[start..<position])
+        var run = position
         while let byte = peek() {
             position += 1
             switch byte {
-            case UInt8(ascii: "\""): return String(decoding: decoded, as: UTF8.self)
-            case UInt8(ascii: "\\"): try unescape(into: &decoded)
+            case UInt8(ascii: "\""):
+                try checkUTF8(run..<position - 1)
+                return String(decoding: decoded, as: UTF8.self)
+            case UInt8(ascii: "\\"):
+                try checkUTF8(run..<position - 1)
+                try unescape(into: &decoded)
+                run = position
             case ..<0x20:
                 position -= 1
                 throw failure("control character in a string (escape it)")
@@ -201,6 +214,22 @@ struct JSONParser {
         }
         position = opening
         throw failure("unterminated string")
+    }
+
+    /// Throws at the first byte of `range` that is not well-formed UTF-8.
+    private mutating func checkUTF8(_ range: Range<Int>) throws(JSONSyntaxError) {
+        guard String(validating: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self) == nil else { return }
+        throw malformedUTF8(in: range)
+    }
+
+    /// The error at the first malformed sequence of `range`, which has one.
+    private mutating func malformedUTF8(in range: Range<Int>) -> JSONSyntaxError {
+        var parser = Unicode.UTF8.ForwardParser()
+        var input = UnsafeBufferPointer(rebasing: bytes[range]).makeIterator()
+        var offset = range.lowerBound
+        while case .valid(let scalar) = parser.parseScalar(from: &input) { offset += scalar.count }
+        position = offset
+        return failure("invalid UTF-8 in a string (byte 0x" + String(bytes[offset], radix: 16) + "); the file must be UTF-8")
     }
 
     /// One escape sequence, after its backslash.

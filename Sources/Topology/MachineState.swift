@@ -43,16 +43,27 @@ struct MachineState: Sendable {
         var devices: [PCIAddress]
     }
 
+    /// A fault armed at a point (`ctl inject`), armed again once the
+    /// machine is in its state.
+    struct ArmedFault: Sendable {
+        var point: FaultPoint
+        var fault: FaultInjector.Fault
+    }
+
     var groups: [Group]
     var devices: [Device]
     var drivers: [Driver]
     var vfioContainers: [Container]
     var iommufd: [IOMMUFDContext]
+    var faults: [ArmedFault]
+    /// Devices whose reset was running when the state was taken; a reset
+    /// ends by itself, so a restored machine has none running.
+    var resets: [PCIAddress]
 }
 
 enum StateKey: String, FieldKey {
     static let byName = nameTable()
-    case groups, devices, drivers, vfioContainers = "vfio_containers", iommufd
+    case groups, devices, drivers, vfioContainers = "vfio_containers", iommufd, faults, resets
 }
 
 enum GroupStateKey: String, FieldKey {
@@ -99,7 +110,9 @@ enum StateDecoder {
             devices: try fields.required(.devices, .array(of: ValueDecoder(device))),
             drivers: try fields.optional(.drivers, .array(of: ValueDecoder(driver))) ?? [],
             vfioContainers: try fields.optional(.vfioContainers, .array(of: ValueDecoder(container))) ?? [],
-            iommufd: try fields.optional(.iommufd, .array(of: ValueDecoder(context))) ?? [])
+            iommufd: try fields.optional(.iommufd, .array(of: ValueDecoder(context))) ?? [],
+            faults: try fields.optional(.faults, .array(of: ValueDecoder(fault))) ?? [],
+            resets: try fields.optional(.resets, .array(of: .address)) ?? [])
     }
 
     static func group(_ json: JSON) throws(Problem) -> MachineState.Group {

@@ -58,7 +58,11 @@ struct StateChecks {
                                       .index(index), .key(GroupStateKey.devices.rawValue), .index(position))
             }
         }
-        if let index = state.devices.firstIndex(where: { addressGroup[$0.address] == nil }) {
+        // A translated device in no group is one whose IOMMU probe failed at
+        // hot-plug (a VF's unit is its PF's); the restore judges the rest.
+        if let index = state.devices.firstIndex(where: {
+            addressGroup[$0.address] == nil && described[$0.address].map { $0.unit == nil } ?? false
+        }) {
             throw Problem.inState("\(state.devices[index].address) is in no group of state.groups", .key(StateKey.devices.rawValue),
                                   .index(index), .key(DeviceStateKey.address.rawValue))
         }

@@ -10,6 +10,8 @@ import IOMMUCore
 /// changes run may show some of them and not others.
 enum StateEncoder {
     static func state(of machine: Machine) -> JSON {
+        // First: reading a device's knobs waits for its reset to end.
+        let resets = machine.resettingDevices
         let groups = machine.groups
         let devices = machine.devices.sorted { $0.address < $1.address }
         var members = [
@@ -22,6 +24,11 @@ enum StateEncoder {
         if !containers.isEmpty { members.append(.init(StateKey.vfioContainers.rawValue, .array(containers))) }
         let contexts = iommufdContexts(devices)
         if !contexts.isEmpty { members.append(.init(StateKey.iommufd.rawValue, .array(contexts))) }
+        let faults = machine.faults.armedFaults
+        if !faults.isEmpty {
+            members.append(.init(StateKey.faults.rawValue, .array(faults.map { .object(FaultCoding.members($0.point, $0.fault)) })))
+        }
+        if !resets.isEmpty { members.append(.init(StateKey.resets.rawValue, .array(resets.map { .string($0.description) }))) }
         return .object(members)
     }
 

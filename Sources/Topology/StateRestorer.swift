@@ -13,6 +13,14 @@ import SystemPackage
 /// deferred attaches and finally the DMA owners, which need the drivers in
 /// place (VFIO refuses groups with a normal driver bound, and the other way
 /// round). The result is checked against the listed devices and groups.
+///
+/// Two states come only from a failed default-domain setup at hot-plug,
+/// which no sequence of writes can aim at one device: a listed device in
+/// no listed group (v6.5+ takes it out of its group again), and a listed
+/// group without a `type` (up to v6.4 the group stays without a default
+/// domain). The restore takes the machine there with the model's port of
+/// that failure path, and refuses them where the profile's kernel cannot
+/// reach them.
 struct StateRestorer {
     let machine: Machine
     let spec: MachineSpec
@@ -23,6 +31,7 @@ struct StateRestorer {
         try addDynamicIDs()
         try enableVFs()
         for device in machine.devices where device.driver != nil { _ = machine.unbind(device) }
+        restoreFailedProbes()
         try restoreTypes()
         try restoreKnobs()
         try bindDrivers()
@@ -31,6 +40,18 @@ struct StateRestorer {
         try bindContexts()
         try checkDevices()
         try checkGroups()
+        try armFaults()
+    }
+
+    /// The armed faults, last: nothing of the restore may set them off.
+    private func armFaults() throws(Problem) {
+        for (index, entry) in state.faults.enumerated() {
+            do {
+                try machine.faults.arm(entry.point, entry.fault)
+            } catch {
+                throw Problem.inState(error.description, .key(StateKey.faults.rawValue), .index(index))
+            }
+        }
     }
 
     /// Described devices the state does not list were hot-removed.
@@ -68,12 +89,31 @@ struct StateRestorer {
         }
     }
 
+    /// Listed devices that are in no listed group: their IOMMU probe failed
+    /// at hot-plug and was undone (`checkGroups` refuses what is left where
+    /// the profile keeps such devices in their group).
+    private func restoreFailedProbes() {
+        let grouped = Set(state.groups.flatMap(\.devices))
+        for entry in state.devices where !grouped.contains(entry.address) {
+            if let device = machine.device(at: entry.address), device.unit != nil { machine.restoreFailedIOMMUProbe(device) }
+        }
+    }
+
     /// Each group's type as a root write to `type` would set it; a DMA-FQ
     /// that the unit turns into DMA at setup is reached by the live switch.
+    /// A group listed without a type lost its default domain at hot-plug,
+    /// where the profile's kernel lets that happen.
     private func restoreTypes() throws(Problem) {
         for (index, entry) in state.groups.enumerated() {
             let path: [Problem.Step] = [.key(StateKey.groups.rawValue), .index(index), .key(GroupStateKey.type.rawValue)]
-            guard let type = entry.type else { continue }
+            guard let type = entry.type else {
+                guard !machine.subsystem.profile.unwindsFailedIOMMUProbe else { continue }
+                let group = try self.group(index)
+                if group.snapshot.defaultDomainType != nil, let error = group.restoreFailedDefaultDomain() {
+                    throw Problem.inState("the group's default domain cannot be taken away: \(error)", path)
+                }
+                continue
+            }
             let group = try self.group(index)
             for _ in 0..<2 where group.snapshot.defaultDomainType != type {
                 if case .failure(let error) = Array(type.sysfsName.utf8).withUnsafeBytes({
@@ -190,7 +230,8 @@ struct StateRestorer {
                                       path + [.key(GroupStateKey.devices.rawValue)])
             }
             if entry.type == nil, let type = snapshot.defaultDomainType {
-                throw Problem.inState("group \(group.id) has a default domain of type \(type.sysfsName): missing key \"type\"", path)
+                throw Problem.inState("group \(group.id) has a default domain of type \(type.sysfsName): missing key \"type\" "
+                                      + "(\(machine.subsystem.profile) never leaves a group of a translated device without one)", path)
             }
         }
         let count = machine.groups.count

@@ -206,8 +206,12 @@ public struct DocumentText: Sendable {
         }
         // The text parsed when the document was made; it cannot fail now.
         guard case .object(let members)? = try? JSON.parse(bytes) else { preconditionFailure("the document no longer parses") }
-        return .object(members.filter { $0.key != RootKey.state.rawValue }
-                       + [JSON.Member(RootKey.state.rawValue, StateEncoder.state(of: machine))])
+        // The profile the machine runs (perhaps a --profile over the
+        // document's): the state is what that kernel's logic reached.
+        let replaced: Set<String> = [RootKey.profile.rawValue, RootKey.state.rawValue]
+        return .object(members.filter { !replaced.contains($0.key) }
+                       + [JSON.Member(RootKey.profile.rawValue, .string(machine.subsystem.profile.name)),
+                          JSON.Member(RootKey.state.rawValue, StateEncoder.state(of: machine))])
     }
 }
 

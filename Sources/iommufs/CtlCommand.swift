@@ -1,6 +1,7 @@
 import ArgumentParser
 import Control
 import IOMMUCore
+import Topology
 import SystemPackage
 
 /// `iommufs ctl`: drives what sysfs has no knob for (VFIO and iommufd
@@ -13,8 +14,9 @@ struct CtlCommand: ParsableCommand {
         discussion: """
             Name the server by its mount point (--mount; the socket is beside it: /x/mnt → \
             /x/.mnt.iommufs-ctl) or by the socket itself (--socket, for `mount --control PATH`). \
-            Only root and the user running the server may connect. On failure the exit status \
-            is 1 and stderr says `iommufs: EPERM: <what failed>`.
+            Only root and the user running the server may connect, at most 64 connections at \
+            once (one more is refused with EAGAIN). On failure the exit status is 1 and stderr \
+            says `iommufs: EPERM: <what failed>`.
 
             Examples:
               iommufs ctl --mount mnt vfio attach --container c1 4
@@ -476,16 +478,19 @@ extension CtlCommand {
 
     struct Inject: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Arm or clear a failure at a point of the IOMMU core.",
+            abstract: "Arm, list or clear a failure or a stall at a point of the IOMMU core.",
             discussion: """
                 Points: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")). Every failed \
                 operation leaves its group exactly as it was, with the kernel's log line where it \
-                prints one.
+                prints one. A stall holds the operation, with every lock the kernel holds there, for \
+                the time given (at most 60 s), then lets it go on: a window for a concurrent request.
 
                 Examples:
                   iommufs ctl --mount mnt inject domain-alloc ENOMEM --once
                   iommufs ctl --mount mnt inject attach EIO --times 2
                   iommufs ctl --mount mnt inject fq-init ENOMEM --always --probability 0.5
+                  iommufs ctl --mount mnt inject attach --stall 500ms --once
+                  iommufs ctl --mount mnt inject --list
                   iommufs ctl --mount mnt inject clear fq-init
                 """,
             subcommands: [Arm.self, Clear.self],
@@ -547,7 +552,9 @@ extension CtlCommand {
                 One line per event: device-added, device-removed, group-created, group-released, \
                 domain-attached, type-changed, owner-claimed, owner-released, driver-bound, \
                 driver-unbound, with key=value fields. Once subscribed, `iommufs: tracing` goes to \
-                stderr, so a script can start acting.
+                stderr, so a script can start acting. A trace that falls 4096 events behind (its \
+                output paused, say in a pager) is dropped by the server: the events it got are \
+                printed, then `iommufs: ENOBUFS: trace dropped: ...`, and the exit status is 1.
 
                 Examples:
                   iommufs ctl --mount mnt trace
@@ -585,51 +592,94 @@ extension CtlCommand {
 extension CtlCommand.Inject {
     struct Arm: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Make POINT fail with ERRNO (the default: `inject POINT ERRNO`).",
+            abstract: "Make POINT fail with ERRNO, or stall (the default: `inject POINT ERRNO`); --list shows what is armed.",
             discussion: """
-                Example:
+                Examples:
                   iommufs ctl --mount mnt inject domain-alloc ENOMEM --once
+                  iommufs ctl --mount mnt inject reset-prepare --stall 300ms
+                  iommufs ctl --mount mnt inject --list
                 """)
 
         @ParentCommand var ctl: CtlCommand
 
         @Argument(help: ArgumentHelp("Where: \(FaultPoint.allCases.map(\.rawValue).joined(separator: ", ")). Example: domain-alloc",
                                      valueName: "point"))
-        var point: String
+        var point: String?
 
-        @Argument(help: ArgumentHelp("The errno to fail with. Example: ENOMEM", valueName: "errno"))
-        var errno: String
+        @Argument(help: ArgumentHelp("The errno to fail with (not with --stall). Example: ENOMEM", valueName: "errno"))
+        var errno: String?
 
-        @Flag(help: "Fail once (the default). Example: --once")
+        @Option(help: ArgumentHelp("Hold the operation this long instead of failing it: a number with ms or s. Example: --stall 500ms",
+                                   valueName: "time"))
+        var stall: String?
+
+        @Flag(help: "Print what is armed, one line each, in the form of this command's arguments. Example: --list")
+        var list = false
+
+        @Flag(help: "Fire once (the default). Example: --once")
         var once = false
 
-        @Option(help: ArgumentHelp("Fail this many times. Example: --times 3", valueName: "n"))
+        @Option(help: ArgumentHelp("Fire this many times. Example: --times 3", valueName: "n"))
         var times: Int?
 
-        @Flag(help: "Fail every time, until `inject clear POINT`. Example: --always")
+        @Flag(help: "Fire every time, until `inject clear POINT`. Example: --always")
         var always = false
 
-        @Option(help: ArgumentHelp("The chance that the failure fires when reached (0 to 1; 1 by default). Example: --probability 0.5",
+        @Option(help: ArgumentHelp("The chance that it fires when reached (0 to 1; 1 by default). Example: --probability 0.5",
                                    valueName: "p"))
         var probability: Double = 1
 
+        @Option(help: ArgumentHelp("Let this many operations through first (0 by default); 1 fails a group's second attach. Example: --skip 1",
+                                   valueName: "n"))
+        var skip: Int = 0
+
         func validate() throws {
+            if list {
+                guard point == nil, errno == nil, stall == nil else { throw ValidationError("--list takes no point, errno or --stall") }
+                return
+            }
+            guard let point else { throw ValidationError("give a point (or --list)") }
             _ = try faultPoint(point)
-            guard Errno(kernelName: errno) != nil else {
-                throw ValidationError("unknown errno '\(errno)' (known: \(Errno.kernelNames.joined(separator: ", ")))")
+            switch (errno, stall) {
+            case (let errno?, nil):
+                guard Errno(kernelName: errno) != nil else {
+                    throw ValidationError("unknown errno '\(errno)' (known: \(Errno.kernelNames.joined(separator: ", ")))")
+                }
+            case (nil, let stall?): _ = try stallDuration(stall)
+            case (nil, nil): throw ValidationError("give an errno to fail with, or --stall TIME")
+            case (_?, _?): throw ValidationError("an errno and --stall exclude each other")
             }
             guard [once, times != nil, always].filter({ $0 }).count <= 1 else {
                 throw ValidationError("choose one of --once, --times N and --always")
             }
             if let times, times < 1 { throw ValidationError("--times must be at least 1") }
             guard (0...1).contains(probability) else { throw ValidationError("--probability must be from 0 to 1") }
+            guard skip >= 0 else { throw ValidationError("--skip must be 0 or more") }
         }
 
         func run() throws {
-            let fault = FaultInjector.Fault(errno: Errno(kernelName: errno)!, remaining: always ? nil : times ?? 1,
-                                            probability: probability)
-            let point = try faultPoint(point)
+            if list {
+                try ctl.withClient { client throws(ControlFailure) in
+                    for fault in try client.armedFaults() { print(Self.arguments(of: fault)) }
+                }
+                return
+            }
+            let effect: FaultInjector.Effect = try stall.map { .stall(try stallDuration($0)) } ?? .fail(Errno(kernelName: errno!)!)
+            let fault = FaultInjector.Fault(effect, remaining: always ? nil : times ?? 1, probability: probability, skip: skip)
+            let point = try faultPoint(point!)
             try ctl.withClient { client throws(ControlFailure) in try client.perform(.inject(point, fault)) }
+        }
+
+        /// `attach --stall 500ms --times 1`: a listed fault as the arguments that arm it.
+        static func arguments(of fault: JSON) -> String {
+            typealias Key = FaultCoding.Key
+            var words = [fault[Key.point.rawValue]?.stringValue ?? "?"]
+            if let errno = fault[Key.errno.rawValue]?.stringValue { words.append(errno) }
+            if let ms = fault[Key.stallMs.rawValue]?.intValue { words += ["--stall", "\(ms)ms"] }
+            if let times = fault[Key.times.rawValue]?.intValue { words += ["--times", String(times)] } else { words.append("--always") }
+            if let p = fault[Key.probability.rawValue]?.doubleValue { words += ["--probability", String(p)] }
+            if let n = fault[Key.skip.rawValue]?.intValue { words += ["--skip", String(n)] }
+            return words.joined(separator: " ")
         }
     }
 
@@ -653,6 +703,16 @@ extension CtlCommand.Inject {
             return .clearFault(point)
         }
     }
+}
+
+/// `500ms`, `2s`: a stall's length, whole milliseconds or seconds.
+private func stallDuration(_ text: String) throws -> Duration {
+    let (digits, unit): (Substring, Duration) = text.hasSuffix("ms") ? (text.dropLast(2), .milliseconds(1))
+        : text.hasSuffix("s") ? (text.dropLast(1), .seconds(1)) : ("", .zero)
+    guard let count = Int(digits), count > 0, unit != .zero, unit * count <= FaultInjector.maximumStall else {
+        throw ValidationError("--stall takes a time from 1ms to 60s, such as 500ms or 2s, not '\(text)'")
+    }
+    return unit * count
 }
 
 private func faultPoint(_ name: String) throws -> FaultPoint {

@@ -4,6 +4,7 @@ import Control
 import FuseServer
 import Glibc
 import IOMMUCore
+import Logging
 import Sysfs
 import Topology
 
@@ -30,10 +31,15 @@ struct MountCommand: ParsableCommand {
             A control socket for `iommufs ctl` is created beside the mount point (mount point \
             /x/mnt → /x/.mnt.iommufs-ctl) or at --control PATH, mode 0600, and removed when the \
             server stops.
+
+            The mount point must be an empty directory (-o nonempty mounts over one that is not) \
+            and not already served by another iommufs; a stale mount left by a killed server is \
+            detached first. Messages go to stderr, and once detached to the system log \
+            (journalctl -t iommufs).
             """
     )
 
-    @Argument(help: ArgumentHelp("The directory to mount on (it must exist).", valueName: "mountpoint"))
+    @Argument(help: ArgumentHelp("The directory to mount on (it must exist and be empty).", valueName: "mountpoint"))
     var mountpoint: String
 
     @Option(help: ArgumentHelp(
@@ -60,7 +66,7 @@ struct MountCommand: ParsableCommand {
     var foreground = false
 
     @Option(name: .customShort("o"), help: ArgumentHelp(
-        "Mount options, comma-separated; supported: allow_other (let every user in, as everybody can read /sys). Example: -o allow_other",
+        "Mount options, comma-separated; supported: allow_other (let every user in, as everybody can read /sys), nonempty (mount over a directory that has entries, hiding them). Example: -o allow_other",
         valueName: "options"))
     var mountOptions: [String] = []
 
@@ -83,10 +89,19 @@ struct MountCommand: ParsableCommand {
         if let profile, KernelProfile.named(profile) == nil {
             throw ValidationError("unknown profile '\(profile)' (known: \(KernelProfile.all.map(\.name).joined(separator: ", ")))")
         }
-        for option in mountOptions.flatMap({ $0.split(separator: ",") }) where option != "allow_other" {
-            throw ValidationError("unsupported mount option '\(option)' (supported: allow_other)")
+        for option in mountOptions.flatMap({ $0.split(separator: ",") }) where !Self.supportedMountOptions.contains(String(option)) {
+            throw ValidationError("unsupported mount option '\(option)' (supported: \(Self.supportedMountOptions.joined(separator: ", ")))")
         }
     }
+
+    private static let supportedMountOptions = ["allow_other", "nonempty"]
+
+    /// True if `-o` named `option`.
+    private func hasMountOption(_ option: String) -> Bool {
+        mountOptions.contains { $0.split(separator: ",").contains(Substring(option)) }
+    }
+
+    private var logger: Logger { DaemonLog.logger }
 
     func run() throws {
         let log = dmesg ? KernelLog(sink: printLogLine) : KernelLog()
@@ -100,11 +115,12 @@ struct MountCommand: ParsableCommand {
         } catch {
             fail(error.description)
         }
+        if !(foreground || debug) { DaemonLog.detach() }
         // After the fork of daemonize: threads do not survive it.
         do throws(ControlSocketError) {
             try controlServer.start()
         } catch {
-            printError("iommufs: \(error) (serving without it)")
+            logger.error("\(error) (serving without it)")
         }
         let status = server.serve()
         controlServer.stop()
@@ -142,16 +158,15 @@ struct MountCommand: ParsableCommand {
     /// errors reach the terminal). If either fails nothing is left behind:
     /// the server unmounts when it is released, before the exit.
     private func mountAndListen(_ machine: Machine, _ document: DocumentText) -> (FuseServer, ControlServer) {
-        let options = MountOptions(mountpoint: mountpoint,
-                                   allowOther: mountOptions.contains { $0.split(separator: ",").contains("allow_other") },
-                                   singleThreaded: singleThreaded, debug: debug)
+        let options = MountOptions(mountpoint: mountpoint, allowOther: hasMountOption("allow_other"),
+                                   singleThreaded: singleThreaded, debug: debug, allowNonEmpty: hasMountOption("nonempty"))
         let message: String
         do throws(FuseServerError) {
-            let server = try FuseServer(tree: MachineTree(machine: machine).tree, options: options)
+            let server = try FuseServer(tree: MachineTree(machine: machine).tree, options: options, logger: logger)
             try server.mount()
             do throws(ControlSocketError) {
                 let path = control.map(absolutePath) ?? ControlSocket.defaultPath(forMountpoint: server.mountpoint!)
-                return (server, try ControlServer(path: path, machine: machine, document: document))
+                return (server, try ControlServer(path: path, machine: machine, document: document, logger: logger))
             } catch {
                 message = error.description
             }
@@ -169,7 +184,7 @@ struct MountCommand: ParsableCommand {
     }
 
     private func fail(_ message: String) -> Never {
-        printError("iommufs: " + message)
+        logger.error("\(message)")
         Glibc.exit(1)
     }
 }

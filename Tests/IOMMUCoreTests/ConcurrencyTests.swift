@@ -3,6 +3,7 @@ import IOMMUCore
 import SystemPackage
 import Testing
 import TestSupport
+import Topology
 
 /// The core API under concurrent driver binding, hot-plug, resets, SR-IOV,
 /// user ownership and `type` writes: every call answers with an errno the
@@ -25,9 +26,10 @@ struct ConcurrencyTests {
         #expect(group.claimDMAOwner(M.user) == nil)
         #expect(group.snapshot.ownerCount == 1 && group.snapshot.owner == M.user)
 
-        // bind_store and drivers_probe both run really_probe → EBUSY.
+        // bind_store and drivers_probe both run really_probe → EBUSY, which
+        // drivers_probe_store answers as EINVAL (any failing probe).
         #expect(machine.attach(.named("nvme"), to: nvme) == .resourceBusy)
-        #expect(machine.probe(nvme) == .resourceBusy)
+        #expect(machine.probe(nvme) == .invalidArgument)
         #expect(nvme.driver == nil)
         #expect(group.snapshot.ownerCount == 1)
         // vfio-pci manages DMA itself: it binds, and takes no reference.
@@ -71,6 +73,31 @@ struct ConcurrencyTests {
         #expect(group.write("identity") == .success(8))
         #expect(group.claimDMAOwner(M.user) == nil)
         group.releaseDMAOwner()
+        M.expectInvariants(machine)
+    }
+
+    @Test("a sibling hot-added while an ATS device resets attaches to the group's domain, not the blocking one")
+    func siblingAddedDuringReset() throws {
+        let json = Topology.defaultMachineJSON.replacingOccurrences(of: #""group": 1, "driver": "nouveau" }"#,
+                                                                    with: #""group": 1, "driver": "nouveau", "ats": true, "reset_ms": 300 }"#)
+        let machine = try TopologyDocument(json.utf8, source: "gpu-ats.json").boot()
+        let gpu = try machine.device("0000:01:00.0"), audio = try machine.device("0000:01:00.1")
+        let group = try #require(gpu.group)
+        machine.remove(audio)
+        let reset = SharedValue<Errno??>(nil)
+        let thread = Thread { let r = machine.reset(gpu); reset.withLock { $0 = .some(r) } }
+        thread.start()
+        let started = ContinuousClock.now
+        while !group.isResetting && ContinuousClock.now - started < .seconds(5) { usleep(100) }
+        try #require(group.isResetting, "the reset did not start")
+        machine.rescan()
+        let during = group.snapshot
+        #expect(reset.withLock { $0 } == nil, "the reset ended before the rescan")
+        // Root port, GPU (fenced), audio (on the group's domain).
+        #expect(during.devices.map(\.description) == ["0000:00:01.0", "0000:01:00.0", "0000:01:00.1"])
+        #expect(during.attachedPerDevice == [during.attachedDomainType, .blocked, during.attachedDomainType])
+        while reset.withLock({ $0 }) == nil { usleep(1000) }
+        #expect(group.snapshot.deviceDomainsMatchGroup)
         M.expectInvariants(machine)
     }
 

@@ -33,7 +33,7 @@ struct DefaultDomainTests {
         let machine = try Section14.machine(siblings: [Section14.sibling(1)])
         let group = try Section14.group5(machine)
         try #require(group.write("identity") == .success(8))
-        machine.faults.arm(.flushQueueInit, .init(errno: .noMemory))
+        try machine.faults.arm(.flushQueueInit, .init(errno: .noMemory))
         expectWrite("DMA-FQ", to: group, of: machine, .ok(6, "DMA"),
                     logs: ["iova flush queue initialization failed"])
         #expect(group.snapshot.attachedPerDevice == [.dma, .dma])
@@ -44,7 +44,7 @@ struct DefaultDomainTests {
         let machine = try Section14.machine()
         let group = try Section14.group5(machine)
         try #require(group.write("identity") == .success(8))
-        machine.faults.arm(.domainAlloc, .init(errno: .noMemory))
+        try machine.faults.arm(.domainAlloc, .init(errno: .noMemory))
         expectWrite("auto", to: group, of: machine, .ok(4, "DMA"), logs: [
             "iommu: Failed to allocate default IOMMU domain of type 11 for group (null) - Falling back to IOMMU_DOMAIN_DMA",
         ])
@@ -66,7 +66,7 @@ struct DefaultDomainTests {
         let machine = try Section14.machine(commandLine: "iommu.strict=1")
         let group = try Section14.group5(machine)
         try #require(group.write("identity") == .success(8))
-        machine.faults.arm(.domainAlloc, .init(errno: .noMemory))
+        try machine.faults.arm(.domainAlloc, .init(errno: .noMemory))
         expectWrite("auto", to: group, of: machine, .err(.invalidArgument, "identity"))
         #expect(group.snapshot.attachedDomainType == .identity)
     }
@@ -75,7 +75,7 @@ struct DefaultDomainTests {
     func explicitTypeWithoutFallback() throws {
         let machine = try Section14.machine()
         let group = try Section14.group5(machine)
-        machine.faults.arm(.domainAlloc, .init(errno: .noMemory))
+        try machine.faults.arm(.domainAlloc, .init(errno: .noMemory))
         expectWrite("DMA", to: group, of: machine, .err(.noMemory, "DMA-FQ"))
     }
 

@@ -212,7 +212,7 @@ struct OwnershipTests {
     func blockingDomainAllocationFails() throws {
         let machine = try Self.vfioMachine()
         let group = try Section14.group5(machine)
-        machine.faults.arm(.blockingDomainAlloc, .init(errno: .noMemory))
+        try machine.faults.arm(.blockingDomainAlloc, .init(errno: .noMemory))
         #expect(group.claimDMAOwner(Self.container) == .noMemory)
         Self.expectOwned(group, by: nil, count: 0, attached: .dma)
         #expect(group.claimDMAOwner(Self.container) == nil)
@@ -231,7 +231,7 @@ struct OwnershipTests {
     func blockingAttachFails() throws {
         let machine = try Self.vfioMachine(siblings: [Section14.sibling(1, driver: "vfio-pci")])
         let group = try Section14.group5(machine)
-        machine.faults.arm(.attach, .init(errno: .ioError))
+        try machine.faults.arm(.attach, .init(errno: .ioError))
         #expect(group.claimDMAOwner(Self.container) == .ioError)
         Self.expectOwned(group, by: nil, count: 0, attached: .dma)
     }

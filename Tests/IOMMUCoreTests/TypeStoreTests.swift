@@ -154,7 +154,7 @@ struct TypeStoreTests {
     func case24() throws {
         let machine = try Section14.machine(Section14.targetDevice(driver: "e1000e"), commandLine: "iommu.strict=1")
         let group = try Section14.group5(machine)
-        machine.faults.arm(.flushQueueInit, .init(errno: .noMemory))
+        try machine.faults.arm(.flushQueueInit, .init(errno: .noMemory))
         expectWrite("DMA-FQ", to: group, of: machine, .err(.noMemory, "DMA"),
                     logs: ["iova flush queue initialization failed"])
         #expect(group.snapshot.attachedDomainType == .dma)
@@ -249,8 +249,8 @@ struct TypeStoreTests {
         let machine = try Section14.machine()
         let group = try Section14.group5(machine)
         try #require(group.write("identity") == .success(8))
-        machine.faults.arm(.domainAlloc, .init(errno: .ioError))
-        machine.faults.arm(.attach, .init(errno: .resourceBusy))
+        try machine.faults.arm(.domainAlloc, .init(errno: .ioError))
+        try machine.faults.arm(.attach, .init(errno: .resourceBusy))
         expectWrite("identity", to: group, of: machine, .ok(8, "identity"))
         // Both shots are still armed: the next real change meets the first.
         expectWrite("DMA", to: group, of: machine, .err(.ioError, "identity"))
@@ -273,7 +273,7 @@ struct TypeStoreTests {
     func case39() throws {
         let machine = try Section14.machine(siblings: [Section14.sibling(1)])
         let group = try Section14.group5(machine)
-        machine.faults.arm(.attach, .init(errno: .ioError))
+        try machine.faults.arm(.attach, .init(errno: .ioError))
         expectWrite("identity", to: group, of: machine, .err(.ioError, "DMA-FQ"))
         let snapshot = group.snapshot
         #expect(snapshot.defaultDomainType == .dmaFQ)

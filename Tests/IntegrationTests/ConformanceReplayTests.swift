@@ -1,106 +1,103 @@
 import Foundation
 import Glibc
 import Testing
+import Topology
 
-/// Replays the real-kernel transcripts of /work/shared/oracle through a real
-/// mount of the oracle's machine (`--machine qemu-q35-vtd`) and compares every
+/// Replays the real-kernel transcripts of `Fixtures/oracle` through a real
+/// mount of a machine description built for each boot and compares every
 /// observation. `make conformance` runs this suite (`swift test --filter Conformance`).
 @Suite("Conformance", .serialized) struct ConformanceReplayTests {
-    static let oracleDirectory = ProcessInfo.processInfo.environment["IOMMUFS_ORACLE"] ?? "/work/shared/oracle"
-
-    @Test("Linux 6.12 transcript on qemu-q35-vtd with --profile linux-6.12")
-    func linux612() throws {
-        try replay(file: "6.12-default.txt", profile: "linux-6.12", label: "6.12")
-    }
-
-    @Test("Linux 6.1 transcript on qemu-q35-vtd with --profile linux-6.1")
-    func linux61() throws {
-        try replay(file: "6.1-default.txt", profile: "linux-6.1", label: "6.1")
-    }
-
-    @Test("Linux 6.12 alt-pci transcript on qemu-q35-alt with --profile linux-6.12")
-    func linux612AltPCI() throws {
-        let path = Self.oracleDirectory + "/6.12-default-alt-pci.txt"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            print("conformance: \(path) not found; skipped")
-            return
-        }
-        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-alt", "--profile", "linux-6.12"]) { m in
-            var replay = AltPCIReplay(mount: m, lines: Transcript.parse(text))
-            replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
+    @Test("a real-kernel boot replayed through a mount of its machine", arguments: OracleBoot.all)
+    func replay(_ boot: OracleBoot) throws {
+        let lines = Transcript.parse(try OracleFixtures.text(boot.file))
+        let report = try boot.withMount(lines) { m in
+            var kernelLog = try KernelLogComparison(mount: m, lines: lines)
+            defer { kernelLog.close() }
+            if boot.isPCIScenario {
+                var replay = AltPCIReplay(mount: m, lines: lines)
+                replay.kernelLog = kernelLog
+                replay.run()
+                return replay.report
+            }
+            var replay = Replay(mount: m, lines: lines)
+            replay.kernelLog = kernelLog
             replay.run()
             return replay.report
         }
-        print(report.summary(label: "6.12 alt-pci"))
-        #expect(report.mismatches.isEmpty, "6.12 alt-pci: \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
-    }
-
-    private func replay(file: String, profile: String, label: String) throws {
-        let path = Self.oracleDirectory + "/" + file
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            print("conformance: \(path) not found; skipped")
-            return
-        }
-        let report = try MountedMachine.with(arguments: ["--machine", "qemu-q35-vtd", "--profile", profile]) { m in
-            var replay = Replay(mount: m, lines: Transcript.parse(text))
-            replay.kernelLog = try KernelLogComparison(mount: m, lines: replay.lines)
-            replay.run()
-            return replay.report
-        }
-        print(report.summary(label: label))
-        #expect(report.mismatches.isEmpty, "\(label): \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+        print(report.summary(label: boot.label))
+        #expect(report.mismatches.isEmpty, "\(boot.label): \(report.mismatches.count) mismatches; first: \(report.mismatches.prefix(5).joined(separator: " | "))")
+        #expect(report.coverageProblems.isEmpty, "\(boot.label): \(report.coverageProblems.joined(separator: " | "))")
     }
 }
 
-/// Counts per section: matched, mismatched, skipped (with the reason).
-struct ReplayReport {
-    var sections: [String] = []
-    var matched: [String: Int] = [:]
-    var compared: [String: Int] = [:]
-    var skipped: [String: [String: Int]] = [:]
-    var mismatches: [String] = []
+/// One recorded boot (`Fixtures/oracle/<name>.txt`) and the machine
+/// description a user would write for it: the built-in machine of its
+/// scenario with the transcript's kernel command line (`meta cmdline=`) and
+/// the VT-d registers its tree shows. Nothing else differs between boots.
+struct OracleBoot: Sendable, CustomTestStringConvertible {
+    var name: String
+    var file: String { name + ".txt" }
+    var label: String { name.hasSuffix("-default-alt-pci") ? name.replacingOccurrences(of: "-default-alt-pci", with: " alt-pci") : name.replacingOccurrences(of: "-", with: " ") }
+    var testDescription: String { label }
+    var isPCIScenario: Bool { name.hasSuffix("-alt-pci") }
 
-    mutating func note(_ section: String) { if !sections.contains(section) { sections.append(section) } }
+    static let all: [OracleBoot] = ["6.12", "6.1"].flatMap { kernel in
+        ["default", "strict", "pt", "passthrough", "cmoff", "off"].map { OracleBoot(name: "\(kernel)-\($0)") }
+    } + [OracleBoot(name: "6.12-default-alt-pci"), OracleBoot(name: "6.1-default-alt-pci")]
 
-    mutating func skip(_ line: TranscriptLine, _ reason: String) {
-        skipped[line.section, default: [:]][reason, default: 0] += 1
+    struct Unreadable: Error, CustomStringConvertible { var description: String }
+
+    /// Mounts the boot's machine description with its kernel's profile.
+    func withMount<R>(_ lines: [TranscriptLine], _ body: (MountedMachine) throws -> R) throws -> R {
+        let directory = try makeTemporaryDirectory()
+        let path = directory + "/machine.json"
+        try description(lines).write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path); rmdir(directory) }
+        return try MountedMachine.with(arguments: ["--topology", path, "--profile", profile(lines)], body)
     }
 
-    mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
-        compared[line.section, default: 0] += 1
-        if expected == actual {
-            matched[line.section, default: 0] += 1
-        } else {
-            mismatches.append("line \(line.number) [\(line.section)] \(line.step): expected \(expected), got \(actual)")
-        }
+    private static func meta(_ lines: [TranscriptLine], _ key: String) -> String? {
+        lines.lazy.filter { $0.kind == "meta" && $0.text.hasPrefix("meta \(key)=") }.first.map { String($0.text.dropFirst(6 + key.count)) }
     }
 
-    mutating func merge(_ other: ReplayReport) {
-        for s in other.sections { note(s) }
-        for (k, v) in other.matched { matched[k, default: 0] += v }
-        for (k, v) in other.compared { compared[k, default: 0] += v }
-        for (k, reasons) in other.skipped { for (r, n) in reasons { skipped[k, default: [:]][r, default: 0] += n } }
-        mismatches += other.mismatches
+    /// `--profile`: the kernel release's major.minor (`meta krel=6.12.95+deb12-amd64`).
+    func profile(_ lines: [TranscriptLine]) throws -> String {
+        guard let release = Self.meta(lines, "krel") else { throw Unreadable(description: "\(file): no meta krel= line") }
+        return "linux-" + release.split(separator: ".").prefix(2).joined(separator: ".")
     }
 
-    func summary(label: String) -> String {
-        var out: [String] = []
-        let totalCompared = compared.values.reduce(0, +), totalMatched = matched.values.reduce(0, +)
-        let totalSkipped = skipped.values.flatMap(\.values).reduce(0, +)
-        out.append("\(label): \(totalMatched)/\(totalCompared) observations match, \(totalSkipped) lines skipped")
-        for section in sections {
-            let n = compared[section, default: 0], ok = matched[section, default: 0]
-            var line = "\(label) \(section): \(ok)/\(n) match"
-            if let reasons = skipped[section], !reasons.isEmpty {
-                line += "; skipped " + reasons.sorted { $0.key < $1.key }.map { "\($0.value) (\($0.key))" }.joined(separator: ", ")
-            }
-            out.append(line)
+    /// The machine description: the scenario's built-in machine
+    /// (`meta machine=alt`: `qemu-q35-alt`), its `kernel.command_line` the
+    /// transcript's, its unit's `cap`/`ecap` the ones `intel-iommu/` shows.
+    func description(_ lines: [TranscriptLine]) throws -> String {
+        guard let commandLine = Self.meta(lines, "cmdline") else { throw Unreadable(description: "\(file): no meta cmdline= line") }
+        let builtin = Self.meta(lines, "machine")?.hasPrefix("alt") == true ? Topology.qemuQ35AltJSON : Topology.qemuQ35VTdJSON
+        var registers: [String: String] = [:]
+        for line in lines where line.kind == "node" {
+            guard let path = line.fields["path"], let content = line.fields["content"],
+                  let name = ["cap", "ecap"].first(where: { path.hasSuffix("/intel-iommu/\($0)") }) else { continue }
+            registers[name] = "0x" + String(decoding: Transcript.unescape(content), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        if !mismatches.isEmpty {
-            out.append("first differences:")
-            out += mismatches.prefix(20).map { "  " + $0 }
+        var json = try JSON.parse(Array(builtin.utf8))
+        json = json.replacing(["kernel", "command_line"], with: .string(commandLine))
+        for (name, value) in registers { json = json.replacing(["iommu_units", "*", "registers", name], with: .string(value)) }
+        return json.prettyText
+    }
+}
+
+extension JSON {
+    /// The value with the member at `path` replaced (`*`: every element of an array).
+    func replacing(_ path: [String], with value: JSON) -> JSON {
+        guard let key = path.first else { return value }
+        let rest = Array(path.dropFirst())
+        switch self {
+        case .object(let members):
+            return .object(members.map { $0.key == key ? JSON.Member(key, $0.value.replacing(rest, with: value)) : $0 })
+        case .array(let elements) where key == "*":
+            return .array(elements.map { $0.replacing(rest, with: value) })
+        default:
+            return self
         }
-        return out.joined(separator: "\n")
     }
 }
 
@@ -115,7 +112,7 @@ protocol TranscriptReplay {
 }
 
 extension TranscriptReplay {
-    mutating func skip(_ line: TranscriptLine, _ reason: String) { report.skip(line, reason) }
+    mutating func skip(_ line: TranscriptLine, _ reason: SkipReason) { report.skip(line, reason) }
 
     mutating func compare(_ line: TranscriptLine, expected: String, actual: String) {
         report.compare(line, expected: expected, actual: actual)
@@ -165,6 +162,8 @@ struct Replay: TranscriptReplay {
     private var vfioStatus: String?
     /// The last device unbound: the privileges section works on its group.
     private var lastUnbound: String?
+    /// Whether the silent `type` reset before the privilege cases ran.
+    private var privilegesStarted = false
     /// Devices `settype` unbound, with their drivers, to be rebound by the `rebound:` line.
     private var settypeUnbound: [(String, String)] = []
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
@@ -188,13 +187,29 @@ struct Replay: TranscriptReplay {
     mutating func run() {
         while index < lines.count {
             let line = lines[index]
-            report.note(line.section)
+            report.note(line)
             step(line)
-            if line.kind != "kmsg:" { kernelLog?.compareStep(at: index, of: lines, into: &report) }
+            if line.kind != "kmsg:" && guestReadsKernelLog(after: line) { kernelLog?.compareStep(at: index, of: lines, into: &report) }
+            // settype's `kmsg >/dev/null`: the guest discarded what its
+            // unbinds, write and binds logged.
+            if line.kind == "settype", line.text.contains(" rebound:") { kernelLog?.discard() }
             index += 1
         }
         kernelLog?.finish(lines.last!, into: &report)
-        kernelLog?.close()
+    }
+
+    /// Whether scenario.sh runs `kmsg` after printing `line`: not after
+    /// `settype` (its log is discarded after the `rebound:` line) nor after
+    /// `override` (the next step's `kmsg` shows what it logged).
+    private func guestReadsKernelLog(after line: TranscriptLine) -> Bool {
+        line.kind != "settype" && line.kind != "override"
+    }
+
+    /// The guest's `unbind DEV >/dev/null` and `bind DEV DRV >/dev/null`:
+    /// the step, its line and its `kmsg` all discarded.
+    private mutating func silently(_ action: (inout Self) -> Void) {
+        action(&self)
+        kernelLog?.discard()
     }
 
     // MARK: the mount
@@ -207,8 +222,10 @@ struct Replay: TranscriptReplay {
         Syscall.readlink(p("bus/pci/devices/\(device)/driver")).map { String($0.split(separator: "/").last!) } ?? "none"
     }
 
+    /// scenario.sh's `grp`: `basename "$(readlink …/iommu_group)"`, empty
+    /// for a device without a group.
     private func group(of device: String) -> String {
-        Syscall.readlink(p("bus/pci/devices/\(device)/iommu_group")).map { String($0.split(separator: "/").last!) } ?? "none"
+        Syscall.readlink(p("bus/pci/devices/\(device)/iommu_group")).map { String($0.split(separator: "/").last!) } ?? ""
     }
 
     private func members(_ group: String) -> [String] {
@@ -246,10 +263,10 @@ struct Replay: TranscriptReplay {
     private mutating func step(_ line: TranscriptLine) {
         let f = line.fields
         switch line.kind {
-        case "meta", "modload": skip(line, "describes the guest boot")
-        case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
+        case "meta", "modload": skip(line, .guest("describes the guest boot"))
+        case "kmsg:": break  // compared after the step that printed it
         case "ls-la": lsLa(line)
-        case "check": skip(line, "a real DMA check in the guest (netdev up/down, NVMe live)")
+        case "check": skip(line, .guest("a real DMA check in the guest (netdev up/down, NVMe live)"))
         case "readdir":
             let observed = ReaddirOrder.observe(line, on: mount)
             compare(line, expected: observed.expected, actual: observed.actual)
@@ -286,21 +303,24 @@ struct Replay: TranscriptReplay {
         case "trans-setup": transSetup(line)
         case "trans":
             let g = f["group"]!
-            compare(line, expected: line.result!, actual: writeText(typePath(g), f["to"]!) + "; type=\(type(g))")
-            // The guest script leaves a bound transition with the device
-            // unbound and the type back at the default (its next `bind` line
-            // starts from an unbound device and reads `DMA` back); these
-            // steps print no line.
+            // `[ $st = bound ] && bind $NIC1 e1000e >/dev/null && kmsg >/dev/null`
+            // ran after the setup's kmsg.
             if f["state"] == "bound" {
-                unbindQuietly(f["dev"]!)
-                _ = writeText(typePath(g), "auto")
+                let dev = f["dev"]!
+                silently { $0.bindQuietly(dev, "e1000e") }
             }
+            compare(line, expected: line.result!, actual: writeText(typePath(g), f["to"]!) + "; type=\(type(g))")
         case "rebind-set":
             let g = f["group"]!
             compare(line, expected: line.result!, actual: writeText(typePath(g), f["type"]!) + "; type=\(type(g))")
         case "settype": settype(line)
         case "bind":
             let dev = f["dev"]!, drv = f["driver"]!
+            if line.section == "transitions" {
+                // After the matrix: `unbind $NIC1 >/dev/null; sysw $G/$g/type auto >/dev/null`.
+                silently { $0.unbindQuietly(dev) }
+                _ = writeText(typePath(group(of: dev)), "auto")
+            }
             let r = writeText(p("bus/pci/drivers/\(drv)/bind"), dev)
             compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev)); type=\(type(group(of: dev)))")
         case "unbind":
@@ -319,7 +339,7 @@ struct Replay: TranscriptReplay {
             compare(line, expected: line.result!, actual: "\(r); driver=\(driver(dev)); type=\(type(group(of: dev)))")
         case "priv": privilege(line)
         case "vfio": vfio(line)
-        default: skip(line, "unknown line kind \(line.kind)")
+        default: skip(line, .gap("unknown line kind \(line.kind)"))
         }
     }
 
@@ -333,15 +353,14 @@ struct Replay: TranscriptReplay {
     private mutating func transSetup(_ line: TranscriptLine) {
         let f = line.fields
         let g = f["group"]!
-        let next = lines[(index + 1)...].first { $0.kind == "trans" }?.fields
-        let dev = next?["dev"] ?? members(g).first!
-        let drv = driver(dev)
-        unbindQuietly(dev)
+        // Each transition starts with `unbind $NIC1 >/dev/null; kmsg >/dev/null`.
+        let dev = GuestRoles.std["NIC1"]!
+        silently { $0.unbindQuietly(dev) }
         compare(line, expected: line.result!, actual: writeText(typePath(g), f["set"]!) + "; type=\(type(g))")
-        if next?["state"] == "bound" {
-            let native = drv != "none" ? drv : "e1000e"
-            _ = writeText(p("bus/pci/drivers/\(native)/bind"), dev)
-        }
+    }
+
+    private mutating func bindQuietly(_ dev: String, _ drv: String) {
+        _ = writeText(p("bus/pci/drivers/\(drv)/bind"), dev)
     }
 
     /// `settype group=G type=T (devices unbound) -> R` then `settype group=G rebound: BDF=drv ...`.
@@ -402,7 +421,7 @@ struct Replay: TranscriptReplay {
     private mutating func read(_ line: TranscriptLine) {
         let f = line.fields
         let g = f["group"]!, file = f["file"]!.replacingOccurrences(of: ":", with: "")
-        guard let colon = line.text.range(of: ": ") else { return skip(line, "unparsed read line") }
+        guard let colon = line.text.range(of: ": ") else { return skip(line, .gap("unparsed read line")) }
         let how = String(line.text[..<colon.lowerBound])
         let expected = String(line.text[colon.upperBound...])
         let path = p("kernel/iommu_groups/\(g)/\(file)")
@@ -437,7 +456,7 @@ struct Replay: TranscriptReplay {
         let sysPath = f["path"]!
         let path = p(String(sysPath.dropFirst(5)))
         guard let st = Syscall.lstat(path) else {
-            return compare(line, expected: line.text, actual: "no such node")
+            return compare(line, expected: line.text, actual: "node path=\(sysPath) err=\(ErrnoName.name(errno))")
         }
         let kind = switch st.st_mode & S_IFMT { case S_IFDIR: "dir"; case S_IFLNK: "lnk"; case S_IFREG: "reg"; default: "other" }
         var actual = "node path=\(sysPath) kind=\(kind) mode=\(String(format: "%04o", st.st_mode & 0o7777)) uid=\(st.st_uid) gid=\(st.st_gid) size=\(kind == "dir" ? 0 : st.st_size) nlink=\(st.st_nlink)"
@@ -459,10 +478,12 @@ struct Replay: TranscriptReplay {
             // `link /sys/PATH -> TARGET`: one readlink.
             return compare(line, expected: target, actual: Syscall.readlink(p(String(words[1].dropFirst(5)))) ?? "<none>")
         }
-        guard let dev = f["dev"] else { return skip(line, "unparsed link line") }
+        guard let dev = f["dev"] else { return skip(line, .gap("unparsed link line")) }
+        // `iommu_group=$(readlink …)` prints nothing for a missing link; the
+        // others fall back to `<none>`.
         let names = ["iommu_group", "iommu", "driver"]
         let actual = names.map { name in
-            "\(name)=\(Syscall.readlink(p("bus/pci/devices/\(dev)/\(name)")) ?? "<none>")"
+            "\(name)=\(Syscall.readlink(p("bus/pci/devices/\(dev)/\(name)")) ?? (name == "iommu_group" ? "" : "<none>"))"
         }
         compare(line, expected: names.map { "\($0)=\(f[$0] ?? "?")" }.joined(separator: " "),
                 actual: actual.joined(separator: " "))
@@ -481,7 +502,7 @@ struct Replay: TranscriptReplay {
             return compare(line, expected: "type=\(f["type"]!) driver=\(f["driver"]!)",
                            actual: "type=\(type("10")) driver=\(driver(dev))")
         }
-        guard let expected = line.result, words.count >= 2 else { return skip(line, "unrecognised misc line") }
+        guard let expected = line.result, words.count >= 2 else { return skip(line, .gap("unrecognised misc line")) }
         let actual: String
         switch words[0] {
         case "mkdir": actual = errnoOutcome(mkdir(k(words[1]), 0o755))
@@ -504,11 +525,11 @@ struct Replay: TranscriptReplay {
         case "write":
             // `write to [dir|nonexistent] PATH [(note)]`
             guard let path = words.dropFirst(2).first(where: { $0.hasPrefix("iommu_groups/") }) else {
-                return skip(line, "unrecognised misc write")
+                return skip(line, .gap("unrecognised misc write"))
             }
             actual = sysw(k(path), Array("DMA".utf8))
         case "read":
-            guard let path = words.first(where: { $0.hasPrefix("iommu_groups/") }) else { return skip(line, "unrecognised misc read") }
+            guard let path = words.first(where: { $0.hasPrefix("iommu_groups/") }) else { return skip(line, .gap("unrecognised misc read")) }
             let fd = open(k(path), O_RDONLY)
             if fd >= 0 { close(fd) }
             actual = fd >= 0 ? "ok" : "err \(ErrnoName.name(errno))@open"
@@ -518,7 +539,7 @@ struct Replay: TranscriptReplay {
                 break
             }
             actual = "ok mode=\(String(st.st_mode, radix: 8)) uid=\(st.st_uid) gid=\(st.st_gid) size=\(st.st_size) nlink=\(st.st_nlink)"
-        default: return skip(line, "unrecognised misc line")
+        default: return skip(line, .gap("unrecognised misc line"))
         }
         compare(line, expected: expected, actual: actual)
     }
@@ -534,7 +555,7 @@ struct Replay: TranscriptReplay {
                 vfioGroup = g
                 return compare(line, expected: "type=\(f["type"]!)", actual: "type=\(type(g))")
             }
-            guard let g = vfioGroup else { return skip(line, "vfio case end without a case") }
+            guard let g = vfioGroup else { return skip(line, .gap("vfio case end without a case")) }
             let devs = members(g).filter { driver($0) != "none" || f["drivers"] == nil }
             var expected = "type=\(f["type"]!)", actual = "type=\(type(g))"
             if let d = f["driver"] { expected += " driver=\(d)"; actual += " driver=\(driver(members(g).first!))" }
@@ -544,12 +565,12 @@ struct Replay: TranscriptReplay {
             }
             return compare(line, expected: expected, actual: actual)
         }
-        guard let g = vfioGroup else { return skip(line, "vfio line outside a case") }
+        guard let g = vfioGroup else { return skip(line, .gap("vfio line outside a case")) }
         if body.hasPrefix("vfiohold") { return vfioHold(line, String(body.dropFirst(9)), group: g) }
         if body.hasPrefix("dev-node") {
-            return skip(line, "/dev/vfio character device nodes (outside /sys; no /dev/vfio in the mount)")
+            return skip(line, .guest("/dev/vfio character device nodes (outside /sys; no /dev/vfio in the mount)"))
         }
-        if body.hasPrefix("held: unbind attempt") { return skip(line, "a note: the guest did not try this") }
+        if body.hasPrefix("held: unbind attempt") { return skip(line, .guest("a note: the guest did not try this")) }
         if body.hasPrefix("state: ") {
             let pairs = body.dropFirst(7).split(separator: " ").map(String.init)
             return compare(line, expected: pairs.joined(separator: " "),
@@ -563,7 +584,7 @@ struct Replay: TranscriptReplay {
             }
             return compare(line, expected: expected, actual: actual)
         }
-        skip(line, "unrecognised vfio line")
+        skip(line, .gap("unrecognised vfio line"))
     }
 
     /// One `vfiohold` line: the guest's VFIO user, step by step, through
@@ -591,7 +612,7 @@ struct Replay: TranscriptReplay {
             case "released":
                 return compare(line, expected: "ok 0, ok 0", actual: exit(mount).joined(separator: ", "))
             default:
-                guard body.hasPrefix("group-status ") else { return skip(line, "unrecognised vfiohold line") }
+                guard body.hasPrefix("group-status ") else { return skip(line, .gap("unrecognised vfiohold line")) }
                 return compare(line, expected: String(body.dropFirst(13)), actual: vfioStatus ?? "(no status read)")
             }
         }
@@ -611,7 +632,7 @@ struct Replay: TranscriptReplay {
         // The guest maps one page of its memory at IOVA 0.
         case "map-dma": arguments = ["map-dma", container, "--iova", "0", "--size", "4096"]
         default:
-            guard step.hasPrefix("get-device-fd:") else { return skip(line, "unrecognised vfiohold step") }
+            guard step.hasPrefix("get-device-fd:") else { return skip(line, .gap("unrecognised vfiohold step")) }
             arguments = ["get-device-fd", g, String(step.dropFirst(14))]
         }
         var actual = mount.ctlOutcome(["vfio"] + arguments)
@@ -630,9 +651,15 @@ struct Replay: TranscriptReplay {
     // MARK: privileges
 
     private mutating func privilege(_ line: TranscriptLine) {
-        guard let dev = lastUnbound else { return skip(line, "no group for the privilege case") }
+        guard let dev = lastUnbound else { return skip(line, .gap("no group for the privilege case")) }
         let g = group(of: dev)
         let type = typePath(g)
+        if !privilegesStarted {
+            // `sysw $G/$g/type DMA >/dev/null` before the first case (its
+            // messages go to the first case's kmsg).
+            privilegesStarted = true
+            _ = writeText(type, "DMA")
+        }
         let step = String(line.step.dropFirst(5))
         let words = step.split(separator: " ").map(String.init)
         let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -674,9 +701,9 @@ struct Replay: TranscriptReplay {
             setpriv = ["--bounding-set=-\(cap)", "--inh-caps=-all"]
             afterOpen = step.contains("(after open)")
         } else if words[0] != "root" {
-            return skip(line, "unrecognised privilege case")
+            return skip(line, .gap("unrecognised privilege case"))
         }
-        guard let w = words.firstIndex(of: "write"), w + 1 < words.count else { return skip(line, "unrecognised privilege case") }
+        guard let w = words.firstIndex(of: "write"), w + 1 < words.count else { return skip(line, .gap("unrecognised privilege case")) }
         let target = words[w + 1]
         let file = target == "reserved_regions" ? p("kernel/iommu_groups/\(g)/reserved_regions") : type
         let data = target == "reserved_regions" ? "x" : target == "empty" ? "" : target
@@ -716,9 +743,19 @@ struct AltPCIReplay: TranscriptReplay {
     let lines: [TranscriptLine]
     var report = ReplayReport()
     private(set) var index = 0
-    static let notPresented = "file the mount does not present"
+    static let notPresented = SkipReason.gap("file the mount does not present")
     /// Descriptors opened before a removal (`fd` lines), by target and direction.
     private var fds: [String: Int32] = [:]
+    /// Whether the guest's silent `echo 0 > sriov_drivers_autoprobe` ran.
+    private var autoprobeCleared = false
+    /// Each device's group when a `remove` step removed it (the guest's `$g`).
+    private var groupBefore: [String: String] = [:]
+    /// The `remove-case` being replayed: its label, the group it is about
+    /// and the devices it removed, as the guest's script keeps them.
+    private var removal: (label: String, group: String?, removed: [String], subject: String?)?
+    /// Devices removed since the last `remove-case` line.
+    private var removedSinceCaseLine: [String] = []
+    private var removedSection = ""
     /// Compares each step's `kmsg:` lines; nil: they are skipped.
     var kernelLog: KernelLogComparison?
     /// The `ls -lan` listing being compared with `ls-la` lines.
@@ -732,7 +769,7 @@ struct AltPCIReplay: TranscriptReplay {
     mutating func run() {
         while index < lines.count {
             let line = lines[index]
-            report.note(line.section)
+            report.note(line)
             // Descriptors of a removal case are opened before its first step.
             if line.kind == "remove-case" || line.kind == "fd" || (line.kind == "remove" && lines[index...].prefix(3).contains { $0.kind == "remove-case" }) {
                 if lines[index...].prefix(40).contains(where: { $0.kind == "fd" }) { openDescriptors(from: index) }
@@ -742,7 +779,6 @@ struct AltPCIReplay: TranscriptReplay {
             index += 1
         }
         kernelLog?.finish(lines.last!, into: &report)
-        kernelLog?.close()
         for fd in fds.values where fd >= 0 { close(fd) }
     }
 
@@ -821,8 +857,8 @@ struct AltPCIReplay: TranscriptReplay {
         switch line.kind {
         case "meta" where line.step.hasPrefix("meta pci-buses="):
             compare(line, expected: String(line.step.dropFirst(15)), actual: Syscall.list(p("class/pci_bus")).sorted().joined(separator: " "))
-        case "meta", "modload": skip(line, "describes the guest boot")
-        case "kmsg:": if kernelLog == nil { skip(line, "kernel log of the guest (compared only with a KernelLogComparison)") }
+        case "meta", "modload": skip(line, .guest("describes the guest boot"))
+        case "kmsg:": break  // compared after the step that printed it
         case "ls-la": lsLa(line)
         case "readdir":
             let observed = ReaddirOrder.observe(line, on: mount)
@@ -834,17 +870,12 @@ struct AltPCIReplay: TranscriptReplay {
                     actual: Syscall.bytes(dev(d, "config")).map(PCIConfigDecoder.describe) ?? "<unreadable>")
         case "slot": slot(line, words)
         case "slots":
+            // Case e ends with `S 0; echo 1 > $PCI/$PF/sriov_drivers_autoprobe; kmsg`.
+            if line.text.hasPrefix("slots before-f") { _ = sysw(dev(GuestRoles.alt["PF"]!, "sriov_drivers_autoprobe"), Array("1\n".utf8)) }
             compare(line, expected: line.text.components(separatedBy: ": ").dropFirst().joined(separator: ": "),
                     actual: Syscall.list(p("bus/pci/slots")).sorted().map { "\($0)=\(text(p("bus/pci/slots/\($0)/address")))" }.joined(separator: " "))
-        case "nvme", "nvmeadm": skip(line, "NVMe controller state and admin commands inside the guest")
-        case "remove-case":
-            // The guest set the PF's autoprobe for the case without a step
-            // line of its own; the narrative names the value.
-            if let key = line.text.range(of: "sriov_drivers_autoprobe=") {
-                let value = line.text[key.upperBound...].prefix(while: \.isNumber)
-                _ = sysw(dev("0000:05:00.0", "sriov_drivers_autoprobe"), Array(value.utf8))
-            }
-            skip(line, "narrative line; the groups/state lines after it carry the same facts")
+        case "nvme", "nvmeadm": skip(line, .guest("NVMe controller state and admin commands inside the guest"))
+        case "remove-case": removeCase(line)
         case "node", "link", "write": Replay.single(line, on: mount, into: &report)
         case "topology":
             let d = f["bdf"]!
@@ -922,23 +953,127 @@ struct AltPCIReplay: TranscriptReplay {
         case "sriov": sriov(line, words)
         case "autoprobe":
             let d = String(words[1])
+            if !autoprobeCleared {
+                // `echo 0 > $PCI/$PF/sriov_drivers_autoprobe` before the autoprobe cases.
+                autoprobeCleared = true
+                _ = sysw(dev(d, "sriov_drivers_autoprobe"), Array("0\n".utf8))
+            }
             compare(line, expected: result(line), actual: sysw(dev(d, "sriov_drivers_autoprobe"), data(line.text.dropFirst(10 + d.count + 1 + 24)).bytes))
         case "vf": vf(line, words)
         case "remove":
             let d = String(words[1])
+            groupBefore[d] = group(of: d)
+            if line.section != removedSection { removedSinceCaseLine = [] }
+            removedSection = line.section
+            removedSinceCaseLine.append(d)
             compare(line, expected: result(line), actual: sysw(dev(d, "remove"), data(line.text.dropFirst(7 + d.count + 1)).bytes))
         case "rescan":
             let path = String(words[1])
             let bytes = data(line.text.dropFirst(7 + path.count + 1)).bytes
             compare(line, expected: result(line), actual: sysw(sys(path), bytes))
         case "fd": fd(line, words)
-        default: skip(line, "unknown line kind \(line.kind)")
+        default: skip(line, .gap("unknown line kind \(line.kind)"))
         }
     }
 
+    /// `remove-case LABEL: ...`: the guest's facts about a removal case,
+    /// each `KEY=VALUE` evaluated on the mount (`present`, `group`,
+    /// `driver`, `group-dir` and `group-devices` of the case's group,
+    /// `old-group` and `new-group(s)`, `slot-dirs`, `buses`, the slot's
+    /// `address` and `power`). A bare address names the device the next
+    /// keys are about; the rest of the line is the guest's narrative.
+    private mutating func removeCase(_ line: TranscriptLine) {
+        let words = line.text.split(separator: " ").map(String.init)
+        let label = String(words[1].dropLast())
+        if removal?.label != label { removal = (label, nil, [], nil) }
+        if removedSection == line.section { removal?.removed += removedSinceCaseLine }
+        removedSinceCaseLine = []
+        // Before its first step the guest set the PF's autoprobe silently
+        // (`echo 0 > sriov_drivers_autoprobe`, case e).
+        if line.text.hasSuffix("(sriov_drivers_autoprobe=0)") {
+            _ = sysw(dev(GuestRoles.alt["PF"]!, "sriov_drivers_autoprobe"), Array("0\n".utf8))
+        }
+        let isAddress = GuestRoles.isAddress
+        var subject = removal?.subject
+        var slot: String?
+        var expected: [String] = [], actual: [String] = []
+        func fact(_ key: String, _ want: String, _ have: String) { expected.append("\(key)=\(want)"); actual.append("\(key)=\(have)") }
+        var i = 2
+        while i < words.count {
+            var w = words[i]
+            i += 1
+            while w.hasSuffix(",") || w.hasSuffix(";") || w.hasSuffix(":") { w.removeLast() }
+            if isAddress(w) {
+                subject = w
+                if words[i - 2] == "removed" { fact("present(\(w))", "no", present(w)) }
+                continue
+            }
+            if w == "(group", i < words.count, let d = subject {
+                let id = String(words[i].prefix { $0.isNumber })
+                i += 1
+                fact("group-before(\(d))", id, groupBefore[d] ?? "?")
+                continue
+            }
+            guard !w.hasPrefix("("), let eq = w.firstIndex(of: "=") else { continue }
+            let key = String(w[..<eq]), value = String(w[w.index(after: eq)...])
+            // The case's group: named on its first line, else the group of
+            // the first device it removed.
+            let g = removal?.group ?? removal?.removed.first.flatMap { groupBefore[$0] }
+            switch key {
+            case _ where isAddress(key): fact(key, value, present(key))
+            case "dev": subject = value
+            case "group":
+                let have = subject.map { group(of: $0) } ?? "?"
+                if removal?.group == nil { removal?.group = have }
+                fact(key, value, have)
+            case "driver": fact(key, value, subject.map(driver) ?? "?")
+            case "present": fact(key, value, subject.map(present) ?? "?")
+            case "group-dir": fact(key, value, g.map { Syscall.lstat(p("kernel/iommu_groups/\($0)")) == nil ? "no" : "yes" } ?? "?")
+            case "group-devices": fact(key, value, g.map { members($0).joined(separator: ",") } ?? "?")
+            case "slot-dirs": fact(key, value, Syscall.list(p("bus/pci/slots")).sorted().joined(separator: ","))
+            case "old-group": fact(key, value, subject.flatMap { groupBefore[$0] } ?? g ?? "?")
+            case "new-group": fact(key, value, subject.map { group(of: $0) } ?? "?")
+            case "new-groups": fact(key, value, (removal?.removed ?? []).map { group(of: $0) }.joined(separator: ","))
+            case "groups", "children":
+                // The bridge's and its children's groups (in order, once
+                // each); the children, all present before the removal.
+                let children = value.split(separator: ",").map(String.init)
+                if key == "children" {
+                    fact(key, value, children.filter { present($0) == "yes" }.joined(separator: ","))
+                } else {
+                    let all = ([subject].compactMap { $0 } + (words.first { $0.hasPrefix("children=") }.map { $0.dropFirst(9).split(separator: ",").map(String.init) } ?? []))
+                    var seen: [String] = []
+                    for d in all where !seen.contains(group(of: d)) { seen.append(group(of: d)) }
+                    fact(key, value, seen.joined(separator: ","))
+                }
+            case "buses":
+                let rest = ([value] + words[i...]).joined(separator: " ")
+                i = words.count
+                fact(key, rest, Syscall.list(p("class/pci_bus")).sorted().joined(separator: " "))
+            case "slot": slot = value; fact(key, value, Syscall.lstat(p("bus/pci/slots/\(value)")) == nil ? "<absent>" : value)
+            case "address": fact(key, value, text(p("bus/pci/slots/\(slot ?? "?")/address")))
+            case "power":
+                let path = p("bus/pci/slots/\(slot ?? caseSlot ?? "?")/power")
+                fact(key, value, Syscall.text(path).map { $0.hasSuffix("\n") ? String($0.dropLast()) : $0 } ?? "<absent>")
+            default: fact(key, value, "<not evaluated>")
+            }
+            if key == "slot" { caseSlot = value }
+        }
+        removal?.subject = subject
+        compare(line, expected: expected.joined(separator: " "), actual: actual.joined(separator: " "))
+    }
+
+    /// The slot the current removal case powers (case g).
+    private var caseSlot: String?
+
+    private func present(_ d: String) -> String { Syscall.lstat(dev(d, "")) == nil ? "no" : "yes" }
+
     private mutating func readwo(_ line: TranscriptLine, _ words: [Substring]) {
         if words[1] == "drop" {
-            return skip(line, "a write without CAP_SYS_ADMIN whose data the line does not give")
+            // `RW "drop CAP_SYS_ADMIN write $DRV/e1000e/bind (bound dev)" -D admin $DRV/e1000e/bind $HPNIC`
+            let path = sys(String(words[4]))
+            return compare(line, expected: result(line),
+                           actual: privWrite(path, GuestRoles.alt["HPNIC"]!, setpriv: ["--bounding-set=-sys_admin", "--inh-caps=-all"], afterOpen: false))
         }
         if words[1] == "uid=65534" { return asNobody(line, words) }
         let rdwr = words[2] == "O_RDWR"
@@ -1039,9 +1174,9 @@ struct AltPCIReplay: TranscriptReplay {
                     _ = sysw(p("bus/pci/drivers/\(driver(target))/unbind"), Array(target.utf8))
                 }
             }
-            return skip(line, "nvme's probe of an offline QEMU NVMe VF fails (no queues assigned); the mount's VFs are unbound to match")
+            return skip(line, .guest("nvme's probe of an offline QEMU NVMe VF fails (no queues assigned); the mount's VFs are unbound to match"))
         }
-        guard words.count >= 3, words[2] == "sriov_numvfs" else { return skip(line, "unrecognised sriov line") }
+        guard words.count >= 3, words[2] == "sriov_numvfs" else { return skip(line, .gap("unrecognised sriov line")) }
         let d = String(words[1])
         compare(line, expected: result(line), actual: sysw(dev(d, "sriov_numvfs"), data(line.text.dropFirst(6 + d.count + 1 + 13)).bytes))
     }
@@ -1077,7 +1212,7 @@ struct AltPCIReplay: TranscriptReplay {
         // The note may come before or after the direction.
         let isWrite = words.dropFirst(2).first { $0 == "read" || $0 == "write" } == "write"
         let key = target + (isWrite ? " w" : " r")
-        guard let fd = fds[key] else { return skip(line, "descriptor was not opened before the change") }
+        guard let fd = fds[key] else { return skip(line, .gap("descriptor was not opened before the change")) }
         if fd < 0 { return compare(line, expected: result(line), actual: "err \(ErrnoName.name(-fd))@open") }
         if isWrite {
             let bytes = data(line.step[line.step.range(of: " write ")!.upperBound...]).bytes

@@ -78,7 +78,7 @@ import Testing
             let pci = SysfsPCI(m)
             // 8139too uses the DMA API: unbind it so that group 6 may change.
             #expect(Syscall.write(pci.driverKnob("8139too", "unbind"), D.rtl8139) == .ok(12))
-            let reset = whileResetting(m, D.usbOHCI) {
+            let reset = whileResetting(m, D.usbOHCI, fenced: false) {
                 #expect(Syscall.write(pci.type(6), "identity") == .ok(8))
                 #expect(pci.typeText(6) == "identity")
                 #expect(Syscall.write(pci.type(6), "DMA") == .ok(3))
@@ -87,7 +87,7 @@ import Testing
             #expect(pci.typeText(6) == "DMA")
             // Group 3 likewise for the NVMe (no ATS).
             #expect(Syscall.write(pci.driverKnob("nvme", "unbind"), D.nvme) == .ok(12))
-            let nvmeReset = whileResetting(m, D.nvme) {
+            let nvmeReset = whileResetting(m, D.nvme, fenced: false) {
                 #expect(Syscall.write(pci.type(3), "identity") == .ok(8))
             }
             #expect(nvmeReset == .ok(1))
@@ -95,41 +95,22 @@ import Testing
     }
 }
 
-/// Starts `echo 1 > reset` of `bdf` on another thread, runs `body` 20 ms
-/// after that thread is about to write (well inside the 100 ms reset),
-/// checks that the reset was still running when `body` finished, and
-/// returns the reset's outcome.
-func whileResetting(_ m: MountedMachine, _ bdf: String, sourceLocation: SourceLocation = #_sourceLocation,
+/// Starts `echo 1 > reset` of `bdf` on another thread, runs `body` while
+/// the reset runs, checks that it was still running when `body` finished,
+/// and returns the reset's outcome. A `fenced` reset (an ATS device on a
+/// fencing kernel) says when its fence is up through a 1 ms stall at
+/// `reset-prepare`; any other reset is given 20 ms to start.
+func whileResetting(_ m: MountedMachine, _ bdf: String, fenced: Bool = true, sourceLocation: SourceLocation = #_sourceLocation,
                     _ body: () -> Void) -> Syscall.Outcome {
     let path = SysfsPCI(m).device(bdf, "reset")
-    let outcome = ResetOutcome()
-    let writing = DispatchSemaphore(value: 0)
-    let thread = Thread {
-        writing.signal()
-        outcome.set(Syscall.write(path, "1"))
+    if fenced { try? m.armStall("reset-prepare", ms: 1, sourceLocation: sourceLocation) }
+    let reset = Background { Syscall.write(path, "1") }
+    if fenced {
+        try? m.waitUntilFired("reset-prepare", sourceLocation: sourceLocation)
+    } else {
+        usleep(20_000)
     }
-    thread.start()
-    writing.wait()
-    usleep(20_000)
     body()
-    #expect(!outcome.isSet, "the 100 ms reset of \(bdf) ended before the checks ran", sourceLocation: sourceLocation)
-    return outcome.wait()
-}
-
-/// The result of a write made on another thread.
-final class ResetOutcome: @unchecked Sendable {
-    private let done = NSCondition()
-    private var outcome: Syscall.Outcome?
-
-    func set(_ value: Syscall.Outcome) {
-        done.lock(); outcome = value; done.broadcast(); done.unlock()
-    }
-
-    var isSet: Bool { done.lock(); defer { done.unlock() }; return outcome != nil }
-
-    func wait() -> Syscall.Outcome {
-        done.lock(); defer { done.unlock() }
-        while outcome == nil { done.wait() }
-        return outcome!
-    }
+    #expect(!reset.isDone, "the reset of \(bdf) ended before the checks ran", sourceLocation: sourceLocation)
+    return reset.wait() ?? .failed(ETIMEDOUT)
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 
 /// Thin wrappers that return the errno instead of hiding it, so tests can
@@ -94,4 +95,35 @@ struct Errno: Error, Equatable, CustomStringConvertible {
     var code: Int32
     init(_ code: Int32) { self.code = code }
     var description: String { String(cString: strerror(code)) }
+}
+
+extension Syscall {
+    /// `write(path, text)` on a thread of its own, waited for at most
+    /// `limit`: nil if it has not returned by then. A FUSE request whose
+    /// reply the kernel refused never returns (the thread sleeps in state D
+    /// until the server dies, which `MountedMachine.stop` sees to), so a
+    /// test of such a request fails instead of hanging.
+    static func boundedWrite(_ path: String, _ text: String, within limit: Duration = .seconds(10)) -> Outcome? {
+        let result = BoundedResult<Outcome>()
+        let thread = Thread { result.set(write(path, text)) }
+        thread.start()
+        return result.wait(upTo: limit)
+    }
+}
+
+/// A value another thread delivers once, waited for with a time limit.
+final class BoundedResult<Value: Sendable>: @unchecked Sendable {
+    private let done = NSCondition()
+    private var value: Value?
+
+    func set(_ value: Value) {
+        done.lock(); self.value = value; done.broadcast(); done.unlock()
+    }
+
+    func wait(upTo limit: Duration) -> Value? {
+        let deadline = Date(timeIntervalSinceNow: Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18)
+        done.lock(); defer { done.unlock() }
+        while value == nil && done.wait(until: deadline) {}
+        return value
+    }
 }

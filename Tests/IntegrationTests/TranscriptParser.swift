@@ -1,6 +1,6 @@
 import Foundation
 
-/// One line of an oracle transcript (/work/shared/oracle/README.md): the
+/// One line of an oracle transcript (Fixtures/oracle/ORACLE.md): the
 /// section it is in, its kind (the first word), the text before ` -> ` and
 /// the observed result after it.
 struct TranscriptLine: Sendable {

@@ -220,6 +220,23 @@ func rejectsWithAPreciseMessage(_ document: BadDocument) {
     #expect(error?.description == document.message)
 }
 
+/// Bytes that are not UTF-8, inside strings with and without escapes: an
+/// error at the first bad byte, never U+FFFD.
+private let notUTF8: [(bytes: [UInt8], message: String)] = [
+    ([0x7B, 0x22, 0x61, 0xFF, 0x22, 0x3A, 0x31, 0x7D], "line 1, column 4: invalid UTF-8 in a string (byte 0xff)"),
+    (Array(#"{"k": "é\n"#.utf8) + [0xE2, 0x82] + Array(#""}"#.utf8), "line 1, column 11: invalid UTF-8 in a string (byte 0xe2)"),
+    (Array(#"{"k": "\t"#.utf8) + [0xC0, 0xAF] + Array(#""}"#.utf8), "line 1, column 10: invalid UTF-8 in a string (byte 0xc0)"),
+    (Array(#"{"k": ""#.utf8) + [0xED, 0xA0, 0x80] + Array(#"\n"}"#.utf8), "line 1, column 8: invalid UTF-8 in a string (byte 0xed)"),
+]
+
+@Test(arguments: notUTF8.indices)
+func invalidUTF8IsAPositionedError(_ index: Int) {
+    let (bytes, message) = notUTF8[index]
+    let error = #expect(throws: TopologyError.self) { try Topology.decode(bytes, source: "t.json") }
+    let expected = "t.json: " + message + "; the file must be UTF-8"
+    #expect(error?.description == expected)
+}
+
 @Test func deeplyNestedJSONIsRejectedWithoutExhaustingTheStack() {
     let json = String(repeating: "[", count: 100_000)
     let error = #expect(throws: TopologyError.self) { try Topology.decode(json.utf8, source: "t.json") }

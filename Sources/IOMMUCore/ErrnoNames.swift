@@ -1,5 +1,4 @@
 import Glibc
-import IOMMUCore
 import SystemPackage
 
 /// The kernel's errno names (`EPERM`), which the control protocol carries
