@@ -20,6 +20,9 @@ public struct BootOptions: Sendable, Equatable {
     /// `intel_iommu=sm_on` / `sm_off` (`intel_iommu_sm`): nil when absent,
     /// and then off (`CONFIG_INTEL_IOMMU_SCALABLE_MODE_DEFAULT_ON`, default n).
     public var intelScalableMode: Bool?
+    /// `vfio.enable_unsafe_noiommu_mode=` (the vfio module's parameter on
+    /// the command line): nil when absent, and then off.
+    public var vfioNoIOMMU: Bool?
 
     /// Whether intel-iommu initialises its units (`intel_iommu_init` stops at
     /// `no_iommu || dmar_disabled`, registering none).
@@ -45,6 +48,7 @@ public struct BootOptions: Sendable, Equatable {
             switch parts[0] {
             case "iommu.passthrough": if let b = KernelStrings.bool(value) { passthrough = b }
             case "iommu.strict": if let b = KernelStrings.bool(value) { strict = b }
+            case "vfio.enable_unsafe_noiommu_mode": if let b = KernelStrings.bool(value) { vfioNoIOMMU = b }
             case "intel_iommu":
                 // drivers/iommu/intel/iommu.c intel_iommu_setup(): comma-separated
                 // options matched by prefix (strncmp), in this order; later ones win.

@@ -28,7 +28,7 @@
 ///    not even another leaf:
 ///    - model: `Device.groupRef`, `BoundDevices.devices` (a driver's
 ///      `klist_devices`), `PCIBus.placements`, `Machine.dynamicIDs`,
-///      `Machine.observerSlot`, `Machine.resetsRunning`,
+///      `Machine.observerSlot`, `Machine.resetsRunning`, `Machine.noIOMMUMode`,
 ///      `Domain.groupsByUnit`, `FaultInjector.armed`,
 ///      `KernelLog.ring`, `KernelLog.limiters`, `EventBus.subscribers`;
 ///    - sysfs: `Directory.entries`, `InodeTable.allocation`,
@@ -72,7 +72,7 @@ public enum LockClass: Sendable, CustomStringConvertible {
     case group
     case registry
     // Leaves of the model.
-    case deviceGroup, boundDevices, busResources, dynamicIDs, observer, resetsRunning, domainUnits, faults, kernelLog,
+    case deviceGroup, boundDevices, busResources, dynamicIDs, observer, resetsRunning, noIOMMUMode, domainUnits, faults, kernelLog,
          ratelimits, eventSubscribers
     // Leaves of the sysfs tree.
     case directoryEntries, inodeAllocation, invalidator, nodeOwners, regionTexts, regionsCache, groupCount,
@@ -114,6 +114,7 @@ public enum LockClass: Sendable, CustomStringConvertible {
         case .dynamicIDs: "Machine.dynamicIDs"
         case .observer: "Machine.observerSlot"
         case .resetsRunning: "Machine.resetsRunning"
+        case .noIOMMUMode: "Machine.noIOMMUMode"
         case .domainUnits: "Domain.groupsByUnit"
         case .faults: "FaultInjector.armed"
         case .kernelLog: "KernelLog.ring"

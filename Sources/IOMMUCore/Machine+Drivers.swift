@@ -109,18 +109,20 @@ extension Machine {
     }
 
     /// `really_probe` with the device lock held: `pci_dma_configure`, then
-    /// the driver's probe (the `probe` fault point), whose failure gives
+    /// the driver's probe (the `probe` fault point; vfio-pci's finds or
+    /// makes the device's VFIO group), whose failure gives
     /// the group reference back (`pci_dma_cleanup`) and is logged unless it
     /// is a deferral or a "no match" (ENODEV, ENXIO).
     func bindLocked(_ device: Device, _ driver: PCIDriver) -> ProbeFailure? {
         device.lock.assertHeld()
         if device.driver != nil { return .beforeProbe(.resourceBusy) }
         if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return .beforeProbe(error) }
-        if let errno = subsystem.faults.fire(.probe) {
+        if let errno = subsystem.faults.fire(.probe) ?? (driver.registersVFIODevice ? vfioDeviceSetGroup(device, driver) : nil) {
             if !driver.managesDMA { device.group?.unuseDefaultDomain() }
+            // call_driver_probe: a deferral or "no match" is only a debug line.
             if ![probeDeferErrno, .noDevice, .noSuchAddressOrDevice].contains(errno) {
-                log.append(String(concatenating: driver.name, " ", device.address.description, ": probe with driver ",
-                                  driver.name, " failed with error -", String(errno.rawValue)))
+                log.append(probeLogPrefix(device, driver) + "probe with driver " + driver.name + " failed with error -"
+                           + String(errno.rawValue))
             }
             return .inProbe(errno)
         }
@@ -138,6 +140,7 @@ extension Machine {
         // pci_device_remove → pci_iov_remove, while the driver is still set:
         // its remove() should have disabled SR-IOV.
         if !state.virtualFunctions.isEmpty { log.append(device.logPrefix + "driver left SR-IOV enabled after remove") }
+        if driver.registersVFIODevice { vfioDeviceRemoveGroup(device, driver) }
         setDriver(nil, of: device)
         if !driver.managesDMA { device.group?.unuseDefaultDomain() }
         subsystem.events.emit(.driverUnbound(device.address, driver: driver.name))

@@ -34,6 +34,10 @@ public final class Machine: Sendable {
     /// Devices whose function reset is running, with how many resets each
     /// (a leaf lock: `reset` holds the device lock for the reset's length).
     let resetsRunning = RankedMutex<[PCIAddress: Int]>(.resetsRunning, [:])
+    /// vfio's `enable_unsafe_noiommu_mode` (`noiommu`), a leaf lock, and
+    /// its value at boot.
+    let noIOMMUMode: RankedMutex<Bool>
+    public let bootNoIOMMUMode: Bool
 
     private struct Registry {
         var groups: [Int: IOMMUGroup] = [:]
@@ -47,10 +51,18 @@ public final class Machine: Sendable {
         var restoredIDs: [PCIAddress: Int] = [:]
         var unusedRestoredIDs: Set<Int> = []
 
-        /// The id of a new group that `creator`'s probe creates.
-        mutating func newGroupID(for creator: PCIAddress) -> Int {
-            if let id = restoredIDs[creator], unusedRestoredIDs.remove(id) != nil { return id }
-            return groupIDs.allocate()
+        /// `iommu_group_alloc` for `creator`'s probe: the id a state
+        /// restore gives it, else the lowest free one.
+        mutating func newGroup(for creator: PCIAddress, subsystem: IOMMUSubsystem) -> IOMMUGroup {
+            let id: Int
+            if let restored = restoredIDs[creator], unusedRestoredIDs.remove(restored) != nil {
+                id = restored
+            } else {
+                id = groupIDs.allocate()
+            }
+            let group = IOMMUGroup(id: id, subsystem: subsystem)
+            groups[id] = group
+            return group
         }
     }
 
@@ -105,6 +117,8 @@ public final class Machine: Sendable {
         self.drivers = drivers
         self.driverTable = DriverTable(drivers.values)
         self.boundDevices = drivers.mapValues { _ in BoundDevices() }
+        self.bootNoIOMMUMode = spec.boot.vfioNoIOMMU ?? false
+        self.noIOMMUMode = RankedMutex(.noIOMMUMode, bootNoIOMMUMode)
         var registry = Registry(restoredIDs: spec.groupIDs, unusedRestoredIDs: Set(spec.groupIDs.values))
         for id in registry.unusedRestoredIDs.sorted() { registry.groupIDs.claim(id) }
         registry.devices.reserveCapacity(spec.devices.count)
@@ -192,10 +206,10 @@ public final class Machine: Sendable {
             subsystem.log.append(device.logPrefix + entry.enumerationLogLine(namingType: subsystem.profile.namesPCITypesAndResources))
         }
         readResources(device, hotAdded: hotAdded)
-        // Its IOMMU's driver did not register the unit (`intel_iommu=off`):
-        // `iommu_probe_device` finds no ops and the device has no group.
-        // (A device described without a unit is a VFIO no-IOMMU member.)
-        guard entry.unit == nil || device.unit != nil else {
+        // No IOMMU translates it, or its IOMMU's driver did not register the
+        // unit (`intel_iommu=off`): `iommu_probe_device` finds no ops and
+        // the device has no group (VFIO's no-IOMMU mode may give it one).
+        guard device.unit != nil else {
             registry.withLock { r in
                 r.devices.append(device)
                 r.byAddress[device.address] = device
@@ -205,8 +219,7 @@ public final class Machine: Sendable {
         let alone = hotAdded && entry.address.function > 0 && !entry.multifunction
         let (group, isNew) = registry.withLock { r in
             if !alone, let existing = r.groupByLabel[entry.group] { return (existing, false) }
-            let g = IOMMUGroup(id: r.newGroupID(for: entry.address), subsystem: subsystem)
-            r.groups[g.id] = g
+            let g = r.newGroup(for: entry.address, subsystem: subsystem)
             if !alone { r.groupByLabel[entry.group] = g }
             return (g, true)
         }
@@ -391,7 +404,7 @@ public final class Machine: Sendable {
     /// leaves `group`; a group left empty leaves the registry and frees its
     /// id (`iommu_group_release`).
     /// - Returns: whether the group went away.
-    private func removeFromGroup(_ device: Device, _ group: IOMMUGroup) -> Bool {
+    func removeFromGroup(_ device: Device, _ group: IOMMUGroup) -> Bool {
         let emptied = group.leave(device)
         if emptied {
             registry.withLock { r in
@@ -402,6 +415,14 @@ public final class Machine: Sendable {
         }
         device.setGroup(nil)
         return emptied
+    }
+
+    /// `iommu_group_alloc` outside a probe (VFIO's no-IOMMU groups): a new,
+    /// empty group with the lowest free id.
+    func allocateGroup(for creator: PCIAddress) -> IOMMUGroup {
+        let group = registry.withLock { $0.newGroup(for: creator, subsystem: subsystem) }
+        subsystem.events.emit(.groupCreated(group.id))
+        return group
     }
 
     /// Devices in the order the PCI core adds them (`pci_bus_add_devices`):
@@ -445,13 +466,8 @@ extension IOMMUGroup {
     /// `iommu_group_add_device` during probe: link the device in and log it.
     fileprivate func join(_ device: Device) throws(MachineSpecError) {
         try state.withLock { (s: inout GroupState) throws(MachineSpecError) in
-            if let first = s.devices.first {
-                if (first.device.unit == nil) != (device.unit == nil) || first.device.unit?.name != device.unit?.name {
-                    throw MachineSpecError("group of \(first.device.address) and \(device.address) spans IOMMU units")
-                }
-            } else if device.unit == nil {
-                // VFIO's no-IOMMU mode names its fake groups.
-                s.name = "vfio-noiommu"
+            if let first = s.devices.first, first.device.unit?.name != device.unit?.name {
+                throw MachineSpecError("group of \(first.device.address) and \(device.address) spans IOMMU units")
             }
             s.devices.append(.init(device: device, attached: nil, attachDeferred: device.attachDeferred))
         }

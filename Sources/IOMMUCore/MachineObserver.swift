@@ -11,6 +11,12 @@ public protocol MachineObserver: AnyObject, Sendable {
     /// A group released while its last device stays: a hot-added device
     /// whose group's default domain could not be set up left it again.
     func groupReleased(_ group: IOMMUGroup)
+    /// A present device joined a group after its probe (VFIO's no-IOMMU
+    /// mode made the group for it).
+    func deviceJoinedGroup(_ device: Device, _ group: IOMMUGroup)
+    /// A present device left its group (its no-IOMMU group, as vfio-pci let
+    /// it go); `released`: the group went with it.
+    func deviceLeftGroup(_ device: Device, _ group: IOMMUGroup, released: Bool)
     func driverBound(_ device: Device, _ driver: PCIDriver)
     func driverUnbound(_ device: Device, _ driver: PCIDriver)
     /// A bridge's secondary bus created by a scan, its slots registered.

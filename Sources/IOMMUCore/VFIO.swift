@@ -23,9 +23,10 @@ public enum VFIOExtension: Int, Sendable, CaseIterable {
         self = match
     }
 
-    /// `vfio_iommu_type1_check_extension`: the answer of the only IOMMU
-    /// backend an x86 machine registers (no sPAPR TCE; without
-    /// `enable_unsafe_noiommu_mode` the no-IOMMU backend is not registered).
+    /// `vfio_iommu_type1_check_extension`: the answer of the type1 backend,
+    /// the only translating one an x86 machine registers (no sPAPR TCE;
+    /// the no-IOMMU backend's answer depends on its mode, see
+    /// `Machine.vfioSupports`).
     /// No mdev is in a container, so VFIO_UPDATE_VADDR is offered.
     public var isSupported: Bool {
         switch self {
@@ -142,7 +143,7 @@ extension Machine {
     public func vfioCheckExtension(_ extension: VFIOExtension, of container: String) -> Result<Int, Errno> {
         vfio.withLock { v in
             guard v.containers[container]?.isOpen == true else { return .failure(.badFileDescriptor) }
-            return .success(`extension`.isSupported ? 1 : 0)
+            return .success(vfioSupports(`extension`) ? 1 : 0)
         }
     }
 

@@ -40,6 +40,7 @@ public final class MachineTree: MachineObserver {
         tree.makeDirectories(Paths.iommuClass)
         addBusKnobs()
         addBusClassAndSlots()
+        addModuleParameters()
         for driver in machine.drivers.values.sorted(by: { $0.name < $1.name }) { addDriver(driver) }
         for unit in machine.units { addUnit(unit) }
         addDeviceDirectories()
@@ -116,6 +117,7 @@ public final class MachineTree: MachineObserver {
         static let iommuClass = "class/iommu"
         /// The built-in acpiphp's module directory (slots link to it).
         static let hotplugDriverModule = "module/acpiphp"
+        static let vfioModule = "module/vfio"
         static let devices = "devices"
 
         static func group(_ id: Int) -> String { iommuGroups + "/" + String(id) }
@@ -130,12 +132,31 @@ public final class MachineTree: MachineObserver {
         linkBusEntry(device)
         linkUnit(device)
         if let pf = physicalFunction(of: device) { linkVirtualFunction(device, of: pf) }
-        guard let group = device.group, let groups = tree.node(atPath: Paths.iommuGroups) else { return }
+        if let group = device.group { linkIntoGroup(device, group) }
+    }
+
+    public func deviceJoinedGroup(_ device: Device, _ group: IOMMUGroup) {
+        membership.advance()
+        linkIntoGroup(device, group)
+        if let dir = tree.node(atPath: device.sysfsPath) { tree.makeSymlink("iommu_group", in: dir, to: Paths.group(group.id)) }
+    }
+
+    public func deviceLeftGroup(_ device: Device, _ group: IOMMUGroup, released: Bool) {
+        membership.advance()
+        tree.node(atPath: device.sysfsPath + "/iommu_group").map(tree.remove)
+        let path = Paths.group(group.id)
+        tree.node(atPath: released ? path : path + "/devices/" + device.address.description).map(tree.remove)
+    }
+
+    /// The group's directory (made if it is new) and its `devices/` link
+    /// to `device`.
+    private func linkIntoGroup(_ device: Device, _ group: IOMMUGroup) {
+        guard let groups = tree.node(atPath: Paths.iommuGroups) else { return }
         if groups.directory?.child(named: String(group.id)) == nil {
             addGroup(group)
         } else {
-            // The lookup above may have made a new group's directory on the
-            // spot (before `iommu_groups` was listed), which is not reported.
+            // A lookup may have made a new group's directory on the spot
+            // (before `iommu_groups` was listed), which is not reported.
             tree.reportAdded(String(group.id), in: groups)
         }
         if let devices = tree.node(atPath: Paths.group(group.id) + "/devices") { linkGroupEntry(device, in: devices) }

@@ -56,6 +56,8 @@ struct MachineState: Sendable {
     var vfioContainers: [Container]
     var iommufd: [IOMMUFDContext]
     var faults: [ArmedFault]
+    /// vfio's `enable_unsafe_noiommu_mode`, when it differs from the boot's.
+    var noIOMMUMode: Bool?
     /// Devices whose reset was running when the state was taken; a reset
     /// ends by itself, so a restored machine has none running.
     var resets: [PCIAddress]
@@ -64,6 +66,14 @@ struct MachineState: Sendable {
 enum StateKey: String, FieldKey {
     static let byName = nameTable()
     case groups, devices, drivers, vfioContainers = "vfio_containers", iommufd, faults, resets
+    case moduleParameters = "module_parameters"
+}
+
+/// The module parameters a state carries, as `module.parameter` (the
+/// kernel command line's spelling) with the text their sysfs file shows.
+enum ModuleParameterKey: String, FieldKey {
+    static let byName = nameTable()
+    case noIOMMUMode = "vfio.enable_unsafe_noiommu_mode"
 }
 
 enum GroupStateKey: String, FieldKey {
@@ -112,7 +122,19 @@ enum StateDecoder {
             vfioContainers: try fields.optional(.vfioContainers, .array(of: ValueDecoder(container))) ?? [],
             iommufd: try fields.optional(.iommufd, .array(of: ValueDecoder(context))) ?? [],
             faults: try fields.optional(.faults, .array(of: ValueDecoder(fault))) ?? [],
+            noIOMMUMode: try fields.optional(.moduleParameters, ValueDecoder(moduleParameters)) ?? nil,
             resets: try fields.optional(.resets, .array(of: .address)) ?? [])
+    }
+
+    /// `{"vfio.enable_unsafe_noiommu_mode": "Y"}`: what the parameter's
+    /// file would take (`kstrtobool`).
+    static func moduleParameters(_ json: JSON) throws(Problem) -> Bool? {
+        let fields = try Fields<ModuleParameterKey>(json)
+        return try fields.optional(.noIOMMUMode, ValueDecoder { json throws(Problem) in
+            let text = try ValueDecoder<String>.string.decode(json)
+            guard let value = KernelStrings.bool(text) else { throw Problem(quoted(text) + " is not a bool parameter's value (Y or N)") }
+            return value
+        })
     }
 
     static func group(_ json: JSON) throws(Problem) -> MachineState.Group {

@@ -29,6 +29,11 @@ enum StateEncoder {
             members.append(.init(StateKey.faults.rawValue, .array(faults.map { .object(FaultCoding.members($0.point, $0.fault)) })))
         }
         if !resets.isEmpty { members.append(.init(StateKey.resets.rawValue, .array(resets.map { .string($0.description) }))) }
+        if machine.noIOMMUModeEnabled != machine.bootNoIOMMUMode {
+            members.append(.init(StateKey.moduleParameters.rawValue, .object([
+                .init(ModuleParameterKey.noIOMMUMode.rawValue, .string(machine.noIOMMUModeEnabled ? "Y" : "N")),
+            ])))
+        }
         return .object(members)
     }
 

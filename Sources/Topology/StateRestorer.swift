@@ -27,6 +27,7 @@ struct StateRestorer {
     let state: MachineState
 
     func restore() throws(Problem) {
+        if let on = state.noIOMMUMode { _ = Array((on ? "Y" : "N").utf8).withUnsafeBytes { machine.storeNoIOMMUMode($0) } }
         removeUnlisted()
         try addDynamicIDs()
         try enableVFs()
@@ -107,7 +108,9 @@ struct StateRestorer {
         for (index, entry) in state.groups.enumerated() {
             let path: [Problem.Step] = [.key(StateKey.groups.rawValue), .index(index), .key(GroupStateKey.type.rawValue)]
             guard let type = entry.type else {
-                guard !machine.subsystem.profile.unwindsFailedIOMMUProbe else { continue }
+                // A no-IOMMU group comes back with vfio-pci's bind.
+                let noIOMMU = entry.devices.allSatisfy { machine.device(at: $0)?.unit == nil }
+                guard !machine.subsystem.profile.unwindsFailedIOMMUProbe, !noIOMMU else { continue }
                 let group = try self.group(index)
                 if group.snapshot.defaultDomainType != nil, let error = group.restoreFailedDefaultDomain() {
                     throw Problem.inState("the group's default domain cannot be taken away: \(error)", path)

@@ -139,8 +139,6 @@ struct BootTests {
         ("an unknown IOMMU unit", [TestDevice("0000:00:02.0", group: "a", unit: "dmar9")]),
         ("an unknown driver", [TestDevice("0000:00:02.0", group: "a", driver: "no-such-driver")]),
         ("a parent that is not listed", [TestDevice("0000:02:00.0", group: "a", behind: "0000:00:1c.0")]),
-        ("a group spanning translated and no-IOMMU devices",
-         [TestDevice("0000:00:02.0", group: "a"), TestDevice("0000:00:03.0", group: "a", unit: nil)]),
     ])
     func refusedSpecs(_ what: String, devices: [TestDevice]) {
         #expect(throws: MachineSpecError.self, "\(what)") { try Machine.boot(devices) }

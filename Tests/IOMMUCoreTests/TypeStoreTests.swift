@@ -25,8 +25,9 @@ struct TypeStoreTests {
 
     @Test("§14.3 a VFIO no-IOMMU group: type unknown, name vfio-noiommu, DMA → EINVAL, no reserved regions")
     func case3() throws {
+        // vfio-pci's probe makes the group (enable_unsafe_noiommu_mode on).
         let machine = try Machine.boot([TestDevice("0000:00:03.0", group: "noiommu", driver: "vfio-pci", unit: nil)],
-                                       units: [])
+                                       commandLine: "vfio.enable_unsafe_noiommu_mode=1", units: [])
         let group = try machine.group(of: "0000:00:03.0")
         #expect(group.name == "vfio-noiommu")
         #expect(group.snapshot.defaultDomainType == nil)
@@ -57,7 +58,8 @@ struct TypeStoreTests {
 
     @Test("§14.14 EACCES comes before the no-default-domain EINVAL")
     func case14BeforeDefaultDomainCheck() throws {
-        let machine = try Machine.boot([TestDevice("0000:00:03.0", group: "noiommu", unit: nil)], units: [])
+        let machine = try Machine.boot([TestDevice("0000:00:03.0", group: "noiommu", driver: "vfio-pci", unit: nil)],
+                                       commandLine: "vfio.enable_unsafe_noiommu_mode=1", units: [])
         expectWrite("DMA", to: try machine.group(of: "0000:00:03.0"), of: machine,
                     .err(.permissionDenied, "unknown"), as: CapabilitySet([]))
     }

@@ -180,7 +180,7 @@ private let groupsWithoutType7 = JSON.array(bootState["groups"]!.arrayValue!.dro
 
 let badStates: [BadState] = [
     BadState(name: "unknown key", state: freshState(more: #", "vfio": []"#),
-             message: "d.json: state: unknown key \"vfio\" (expected one of: groups, devices, drivers, vfio_containers, iommufd, faults, resets)"),
+             message: "d.json: state: unknown key \"vfio\" (expected one of: groups, devices, drivers, vfio_containers, iommufd, faults, resets, module_parameters)"),
     BadState(name: "duplicate group id",
              state: freshState(groups: #"[{ "id": 1, "devices": ["0000:00:00.0"] }, { "id": 1, "devices": ["0000:00:14.0"] }]"#),
              message: "d.json: state.groups[1].id: id 1 is already the id of state.groups[0]"),
