@@ -26,7 +26,7 @@ public final class ControlServer: Sendable {
     private let handler: ControlHandler
     /// Written once by `stop` to wake the accept loop.
     private let stopPipe: (read: Int32, write: Int32)
-    private let acceptor = Mutex<pthread_t?>(nil)
+    private let acceptor = RankedMutex<pthread_t?>(.controlAcceptor, nil)
     /// Sessions running; only the accepting thread adds to it.
     private let connections = Atomic<Int>(0)
     /// Where refused connections and dropped trace clients are reported.

@@ -27,7 +27,7 @@ final class EventStream: Sendable {
         var overflowed = false
     }
 
-    private let queue = Mutex(Queue())
+    private let queue = RankedMutex(.eventStream, Queue())
     /// Readable while events wait (one byte per empty → non-empty change)
     /// and after the overflow.
     let readEnd: Int32

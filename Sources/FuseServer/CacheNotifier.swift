@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import IOMMUCore
 import Logging
 import Synchronization
 import Sysfs
@@ -87,13 +88,13 @@ final class CacheNotifier: CacheInvalidator {
     /// For the subtree below a removed directory. Unowned: the tree keeps
     /// the notifier, and the server keeps the tree while the thread runs.
     private unowned let tree: SysfsTree
-    private let queue = Mutex(Queue())
+    private let queue = RankedMutex(.notifierQueue, Queue())
     /// Checked between two notifications, so that a stop is not delayed by a
     /// long batch.
     private let stopping = Atomic<Bool>(false)
     private let wakeup = Semaphore()
     private let exited = Semaphore()
-    private let thread = Mutex<pthread_t?>(nil)
+    private let thread = RankedMutex<pthread_t?>(.notifierThread, nil)
     /// Where a failed notification is reported.
     private let logger: Logger
 

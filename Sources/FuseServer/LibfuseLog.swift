@@ -1,7 +1,7 @@
 import CFuse
 import Glibc
+import IOMMUCore
 import Logging
-import Synchronization
 
 /// libfuse's own messages (`fuse: reading device: ...`, a reply the kernel
 /// refused, an option it rejects) through the server's logger, instead of
@@ -9,7 +9,7 @@ import Synchronization
 /// libfuse has one log function per process (`fuse_set_log_func`), so the
 /// logger it forwards to is kept here.
 enum LibfuseLog {
-    private static let logger = Mutex<Logger?>(nil)
+    private static let logger = RankedMutex<Logger?>(.libfuseLogger, nil)
 
     /// From now on libfuse's messages go to `logger`.
     static func route(to logger: Logger) {

@@ -2,10 +2,11 @@ import Synchronization
 
 /// A PCI device behind an IOMMU unit.
 ///
-/// Identity and firmware facts are immutable. The bound driver is kept
-/// behind `binding`, a leaf lock: it is read for log prefixes
-/// (`dev_driver_string`) while a group mutex is held, so nothing is ever
-/// locked inside it.
+/// Identity and firmware facts are immutable. The bound driver and the
+/// enable count are atomics, as `dev->driver` and `pdev->enable_cnt` are
+/// read without a lock (`dev_driver_string` in log prefixes, under a group
+/// mutex; `pci_is_enabled` in a bus's resource assignment); both change
+/// only under the device lock.
 public final class Device: Sendable {
     /// What the bus scan found and where it sits in sysfs; shared with the
     /// machine's catalog, which a rescan re-creates removed devices from.
@@ -48,18 +49,26 @@ public final class Device: Sendable {
     /// `enable`: `pdev->enable_cnt`, one for a bound driver that enables the
     /// device plus the enables written to `enable` while unbound.
     public var enableCount: Int {
-        lock.withLock { state in state.userEnables + (driver?.enablesDevice == true ? 1 : 0) }
+        userEnables.load(ordering: .acquiring) + (driver?.enablesDevice == true ? 1 : 0)
     }
 
-    private let binding = Mutex<PCIDriver?>(nil)
-    private let groupRef = Mutex<IOMMUGroup?>(nil)
+    /// The registered drivers, which `binding` indexes.
+    private let drivers: DriverTable
+    /// The bound driver's index in `drivers`, -1 for none.
+    private let binding = Atomic<Int>(-1)
+    /// `pci_enable_device` calls through `enable` (made while no driver was
+    /// bound) not yet undone by a `pci_disable_device`.
+    let userEnables = Atomic<Int>(0)
+    private let groupRef = RankedMutex<IOMMUGroup?>(.deviceGroup, nil)
     /// `device_lock()`: serializes driver binding, reset and removal of
-    /// this device; outermost but for the machine's rescan/remove lock.
-    let lock = Mutex(DeviceLockState())
+    /// this device (see `LockClass` for its place in the lock order).
+    let lock: RankedMutex<DeviceLockState>
 
-    init(record: DeviceRecord, unit: IOMMUUnit?) {
+    init(record: DeviceRecord, unit: IOMMUUnit?, drivers: DriverTable) {
         self.record = record
         self.unit = unit
+        self.drivers = drivers
+        self.lock = RankedMutex(.device, key: record.spec.address.lockKey, DeviceLockState())
     }
 
     /// `dev->iommu->require_direct`: firmware asked for a 1:1 mapping, so the
@@ -69,9 +78,16 @@ public final class Device: Sendable {
     }
 
     /// The bound driver, if any.
-    public var driver: PCIDriver? { binding.withLock { $0 } }
+    public var driver: PCIDriver? {
+        let index = binding.load(ordering: .acquiring)
+        return index < 0 ? nil : drivers.all[index]
+    }
 
-    func setDriver(_ driver: PCIDriver?) { binding.withLock { $0 = driver } }
+    /// With the device lock held (`Machine.setDriver(_:of:)`).
+    func setDriver(_ driver: PCIDriver?) {
+        lock.assertHeld()
+        binding.store(driver.map { drivers.index(of: $0) } ?? -1, ordering: .releasing)
+    }
 
     /// `reset_method` now: the boot methods unless a user chose others.
     public var activeResetMethods: [String] { lock.withLock { $0.resetMethods ?? resetMethods } }
@@ -118,9 +134,6 @@ struct DeviceLockState {
     var virtualFunctions: [Device] = []
     /// `sriov_drivers_autoprobe`.
     var driversAutoprobe: Bool?
-    /// `pci_enable_device` calls through `enable` (made while no driver was
-    /// bound) not yet undone by a `pci_disable_device`.
-    var userEnables = 0
     /// Methods a user wrote to `reset_method`; nil: the probed default.
     var resetMethods: [String]?
     /// The iommufd context the device is bound to (`VFIO_DEVICE_BIND_IOMMUFD`).
@@ -146,5 +159,13 @@ public final class DeviceRecord: Sendable {
         }
         self.spec = spec
         self.sysfsPath = sysfsPath
+    }
+}
+
+extension PCIAddress {
+    /// The address as one number that sorts like the address: the order
+    /// in which nested device locks are taken.
+    var lockKey: UInt64 {
+        UInt64(domain) << 16 | UInt64(bus) << 8 | UInt64(device) << 3 | UInt64(function)
     }
 }

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// An `iommu_domain`: the translation a device is attached to.
 ///
 /// A reference type because the kernel's logic is about domain identity
@@ -21,7 +19,7 @@ public final class Domain: @unchecked Sendable {
     /// Groups attached to the domain, per unit name (a VFIO container's
     /// domain serves groups of several units): a leaf lock, taken under
     /// whichever group mutex changes an attachment.
-    private let groupsByUnit = Mutex(UnitAttachments())
+    private let groupsByUnit = RankedMutex(.domainUnits, UnitAttachments())
 
     init(serial: UInt64, type: DomainType) {
         self.serial = serial

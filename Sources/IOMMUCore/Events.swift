@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Something the core did that a test may want to wait for (`ctl trace`).
 public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case deviceAdded(PCIAddress, group: Int)
@@ -42,7 +40,7 @@ public final class EventBus: Sendable {
         var byToken: [Int: Subscriber] = [:]
     }
 
-    private let subscribers = Mutex(Subscribers())
+    private let subscribers = RankedMutex(.eventSubscribers, Subscribers())
 
     public init() {}
 

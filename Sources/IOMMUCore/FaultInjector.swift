@@ -88,7 +88,7 @@ public final class FaultInjector: Sendable {
     /// enough that a stall cannot turn into a hang of the file system.
     public static let maximumStall = Duration.seconds(60)
 
-    private let armed = Mutex<[FaultPoint: Fault]>([:])
+    private let armed = RankedMutex<[FaultPoint: Fault]>(.faults, [:])
 
     public init() {}
 

@@ -1,4 +1,3 @@
-import Synchronization
 import SystemPackage
 
 /// An opaque DMA owner token (a VFIO group, an iommufd context...).
@@ -15,12 +14,12 @@ public final class IOMMUGroup: Sendable {
     /// Decimal id, the directory name under /sys/kernel/iommu_groups.
     public let id: Int
     let subsystem: IOMMUSubsystem
-    let state: Mutex<GroupState>
+    let state: RankedMutex<GroupState>
 
     init(id: Int, subsystem: IOMMUSubsystem) {
         self.id = id
         self.subsystem = subsystem
-        self.state = Mutex(GroupState())
+        self.state = RankedMutex(.group, GroupState())
     }
 
     /// `type` as `iommu_group_show_type` prints it: the default domain's
@@ -43,6 +42,10 @@ public final class IOMMUGroup: Sendable {
         }
         return regions.map(\.sysfsLine).joined()
     }
+
+    /// The member devices in join order (`group->devices`), read under one
+    /// hold of the mutex: what a walk over the group's devices iterates.
+    public var members: [Device] { state.withLock { $0.devices.map(\.device) } }
 
     /// `name`, set only by drivers that call `iommu_group_set_name()`.
     public var name: String? { state.withLock { $0.name } }

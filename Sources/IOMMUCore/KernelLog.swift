@@ -1,5 +1,3 @@
-import Synchronization
-
 /// The kernel log ring: lines as `dmesg` prints them, newest last.
 ///
 /// Like the kernel's printk ring it has a clear cursor (`clear_seq`):
@@ -32,10 +30,10 @@ public final class KernelLog: Sendable {
     }
 
     public let capacity: Int
-    private let ring = Mutex(Ring())
+    private let ring = RankedMutex(.kernelLog, Ring())
     /// One state per ratelimited call site, as each `DEFINE_RATELIMIT_STATE`
     /// is its own static; a leaf lock, never held while appending.
-    private let limiters = Mutex<[RatelimitedCall: RatelimitState]>([:])
+    private let limiters = RankedMutex<[RatelimitedCall: RatelimitState]>(.ratelimits, [:])
     /// Time since boot: the timestamps and the rate limiter's `jiffies`.
     private let clock: @Sendable () -> Duration
     private let sink: (@Sendable (Line) -> Void)?

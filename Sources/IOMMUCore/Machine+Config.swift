@@ -11,12 +11,12 @@ extension Machine {
     public func storeEnable(_ device: Device, _ buffer: UnsafeRawBufferPointer, caller: any Credentials) -> Errno? {
         guard caller.capable(.sysAdmin) else { return .notPermitted }
         guard let enable = KernelStrings.bool(buffer) else { return .invalidArgument }
-        return device.lock.withLock { state -> Errno? in
+        return device.lock.withLock { _ -> Errno? in
             if device.driver != nil { return .resourceBusy }
             if enable {
-                state.userEnables += 1
-            } else if state.userEnables > 0 {
-                state.userEnables -= 1
+                device.userEnables.add(1, ordering: .releasing)
+            } else if device.userEnables.load(ordering: .relaxed) > 0 {
+                device.userEnables.subtract(1, ordering: .releasing)
             } else {
                 return .ioError
             }

@@ -114,6 +114,7 @@ extension Machine {
     /// the group reference back (`pci_dma_cleanup`) and is logged unless it
     /// is a deferral or a "no match" (ENODEV, ENXIO).
     func bindLocked(_ device: Device, _ driver: PCIDriver) -> ProbeFailure? {
+        device.lock.assertHeld()
         if device.driver != nil { return .beforeProbe(.resourceBusy) }
         if !driver.managesDMA, let group = device.group, let error = group.useDefaultDomain() { return .beforeProbe(error) }
         if let errno = subsystem.faults.fire(.probe) ?? (driver.registersVFIODevice ? vfioDeviceSetGroup(device, driver) : nil) {
@@ -125,7 +126,7 @@ extension Machine {
             }
             return .inProbe(errno)
         }
-        device.setDriver(driver)
+        setDriver(driver, of: device)
         if let line = driver.probeLogLine { log.append(device.logPrefix + line) }
         subsystem.events.emit(.driverBound(device.address, driver: driver.name))
         observer?.driverBound(device, driver)
@@ -134,12 +135,13 @@ extension Machine {
 
     /// `device_release_driver` with the device lock held (`state` is what it protects).
     func unbindLocked(_ device: Device, _ state: DeviceLockState) -> Errno? {
+        device.lock.assertHeld()
         guard let driver = device.driver else { return .noDevice }
         // pci_device_remove → pci_iov_remove, while the driver is still set:
         // its remove() should have disabled SR-IOV.
         if !state.virtualFunctions.isEmpty { log.append(device.logPrefix + "driver left SR-IOV enabled after remove") }
         if driver.registersVFIODevice { vfioDeviceRemoveGroup(device, driver) }
-        device.setDriver(nil)
+        setDriver(nil, of: device)
         if !driver.managesDMA { device.group?.unuseDefaultDomain() }
         subsystem.events.emit(.driverUnbound(device.address, driver: driver.name))
         observer?.driverUnbound(device, driver)

@@ -110,6 +110,7 @@ extension Machine {
     /// lose their BARs and read back 0 when scanned again. The kernel's
     /// resources of those still present do not change.
     func clearRegisters(below bridge: Device) {
+        bridge.lock.assertHeld()
         let prefix = bridge.sysfsPath + "/"
         var below: [PCIBusNumber: [DeviceRecord]] = [:]
         for record in catalog where record.sysfsPath.hasPrefix(prefix) && record.spec.resources != nil {
@@ -137,27 +138,38 @@ extension Machine {
     }
 
     func assign(_ assignment: Assignment) {
-        let present = devices
+        rescanRemove.assertHeld()
+        // The present devices by bus, from one hold of the registry.
+        let present = Dictionary(grouping: devices) { PCIBusNumber(of: $0.address) }
         switch assignment {
-        case .bus(let bus): assignResources(on: bus, present)
+        case .bus(let bus): assignResources(on: bus, behind: bridge(of: bus, in: present), present)
         case .bridge(let bridge):
             // __pci_bridge_assign_resources: the bridge's own windows, its
             // bus, then the bridge is programmed whether enabled or not.
-            if let bus = placementBus(bridge.address) { assignResources(of: [bridge], on: bus) }
-            if let secondary = secondaryBus(of: bridge.address) { assignResources(on: secondary, present) }
+            if let bus = placementBus(bridge.address) {
+                assignResources(of: [bridge], on: bus, behind: self.bridge(of: bus, in: present))
+            }
+            if let secondary = secondaryBus(of: bridge.address) { assignResources(on: secondary, behind: bridge, present) }
             setUpBridge(bridge)
         }
     }
 
+    /// The present bridge that `bus` is the secondary bus of (nil for a root bus).
+    private func bridge(of bus: PCIBus, in present: [PCIBusNumber: [Device]]) -> Device? {
+        guard let address = bus.bridge else { return nil }
+        return present[PCIBusNumber(of: address)]?.first { $0.address == address }
+    }
+
     /// `__pci_bus_assign_resources`: the bus's unassigned resources
     /// (`pbus_assign_resources_sorted`), then each bridge's secondary bus,
-    /// and a bridge not yet enabled is programmed (`pci_setup_bridge`).
-    private func assignResources(on bus: PCIBus, _ present: [Device]) {
-        let onBus = present.filter { PCIBusNumber(of: $0.address) == bus.number }
-        assignResources(of: onBus, on: bus)
+    /// and a bridge not yet enabled (`pci_is_enabled`) is programmed
+    /// (`pci_setup_bridge`).
+    private func assignResources(on bus: PCIBus, behind bridge: Device?, _ present: [PCIBusNumber: [Device]]) {
+        let onBus = present[bus.number] ?? []
+        assignResources(of: onBus, on: bus, behind: bridge)
         for device in onBus {
             guard let secondary = secondaryBus(of: device.address) else { continue }
-            assignResources(on: secondary, present)
+            assignResources(on: secondary, behind: device, present)
             if device.enableCount == 0 { setUpBridge(device) }
         }
     }
@@ -168,8 +180,8 @@ extension Machine {
     /// the first with a strictly smaller alignment. Each goes to the first
     /// free, aligned place in a window of the bus's bridge that
     /// `__pci_assign_resource` accepts (`allocate_resource` is first fit).
-    private func assignResources(of functions: [Device], on bus: PCIBus) {
-        let window = bus.bridge.flatMap { device(at: $0) }.map { windows(of: $0) } ?? []
+    private func assignResources(of functions: [Device], on bus: PCIBus, behind bridge: Device?) {
+        let window = bridge.map { windows(of: $0) } ?? []
         let lines: [String] = bus.placements.withLock { placements in
             var pending: [(device: Device, slot: Int, resource: PCIResourceSpec)] = []
             for device in functions {

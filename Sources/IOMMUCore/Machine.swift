@@ -1,23 +1,21 @@
-import Synchronization
 import SystemPackage
 
 /// A booted machine: its IOMMU units, PCI devices, drivers and groups.
 ///
-/// Lock order (outermost first), the port of the kernel's:
-/// 1. `rescanRemove` (`pci_rescan_remove_lock`), for hot-plug;
-/// 2. `vfio` (VFIO's container and group locks);
-/// 3. `Device.lock` (`device_lock`): one device at a time, except a VFIO
-///    attach, which holds its group's members in address order;
-/// 4. `IOMMUGroup.state` (`group->mutex`), one group at a time;
-/// 5. `Machine.registry` (the group IDA, labels and device lists);
-/// 6. leaf locks that never take another: a device's bound driver and
-///    group pointers, `KernelLog`, `FaultInjector`, the observer slot.
-/// No lock is taken in a loop over devices; readers of a group's files
-/// take only that group's mutex.
+/// Lock order: `LockClass` (LockOrder.swift) is the one list, for the
+/// model (`rescanRemove`, `vfio`, `Device.lock`, `IOMMUGroup.state`,
+/// `registry`, leaf locks), the sysfs tree and the server; debug builds
+/// trap on a lock taken out of that order. No lock is taken per device in
+/// a loop over devices; readers of a group's files take only that group's
+/// mutex.
 public final class Machine: Sendable {
     public let subsystem: IOMMUSubsystem
     public let units: [IOMMUUnit]
     public let drivers: [String: PCIDriver]
+    /// The same drivers by index, for the devices' bound-driver atomics.
+    let driverTable: DriverTable
+    /// Each driver's bound devices, by driver name.
+    let boundDevices: [String: BoundDevices]
     /// Every device the machine describes, in probe order, with its sysfs
     /// path: what a rescan can find again after a removal.
     let catalog: [DeviceRecord]
@@ -26,19 +24,19 @@ public final class Machine: Sendable {
     let buses: [PCIBusNumber: PCIBus]
     let bridgeBuses: [PCIAddress: PCIBus]
     private let unitsByName: [String: IOMMUUnit]
-    private let registry: Mutex<Registry>
-    let rescanRemove = Mutex(())
+    private let registry: RankedMutex<Registry>
+    let rescanRemove = RankedMutex(.rescanRemove, ())
     /// Legacy VFIO containers and open group files.
-    let vfio = Mutex(VFIOState())
+    let vfio = RankedMutex(.vfio, VFIOState())
     /// Dynamic ids by driver name (`pdrv->dynids`), a leaf lock.
-    let dynamicIDs = Mutex<[String: [PCIDynamicID]]>([:])
-    private let observerSlot = Mutex<(any MachineObserver)?>(nil)
+    let dynamicIDs = RankedMutex<[String: [PCIDynamicID]]>(.dynamicIDs, [:])
+    private let observerSlot = RankedMutex<(any MachineObserver)?>(.observer, nil)
     /// Devices whose function reset is running, with how many resets each
     /// (a leaf lock: `reset` holds the device lock for the reset's length).
-    let resetsRunning = Mutex<[PCIAddress: Int]>([:])
+    let resetsRunning = RankedMutex<[PCIAddress: Int]>(.resetsRunning, [:])
     /// vfio's `enable_unsafe_noiommu_mode` (`noiommu`), a leaf lock, and
     /// its value at boot.
-    let noIOMMUMode: Mutex<Bool>
+    let noIOMMUMode: RankedMutex<Bool>
     public let bootNoIOMMUMode: Bool
 
     private struct Registry {
@@ -118,13 +116,15 @@ public final class Machine: Sendable {
         self.units = units
         self.unitsByName = unitsByName
         self.drivers = drivers
+        self.driverTable = DriverTable(drivers.values)
+        self.boundDevices = drivers.mapValues { _ in BoundDevices() }
         self.bootNoIOMMUMode = spec.boot.vfioNoIOMMU ?? false
-        self.noIOMMUMode = Mutex(bootNoIOMMUMode)
+        self.noIOMMUMode = RankedMutex(.noIOMMUMode, bootNoIOMMUMode)
         var registry = Registry(restoredIDs: spec.groupIDs, unusedRestoredIDs: Set(spec.groupIDs.values))
         for id in registry.unusedRestoredIDs.sorted() { registry.groupIDs.claim(id) }
         registry.devices.reserveCapacity(spec.devices.count)
         registry.byAddress.reserveCapacity(spec.devices.count)
-        self.registry = Mutex(registry)
+        self.registry = RankedMutex(.registry, registry)
         self.catalog = catalog
         self.buses = buses
         self.bridgeBuses = Dictionary(buses.values.compactMap { bus in bus.bridge.map { ($0, bus) } }, uniquingKeysWith: { a, _ in a })
@@ -165,6 +165,19 @@ public final class Machine: Sendable {
 
     public func device(at address: PCIAddress) -> Device? { registry.withLock { $0.byAddress[address] } }
 
+    /// Those of `devices` that are still present, in their order, checked
+    /// under one hold of the registry.
+    public func stillPresent(_ devices: [Device]) -> [Device] {
+        withPresentDevices { present in devices.filter { present[$0.address] === $0 } }
+    }
+
+    /// Runs `body` with the present devices by address under one hold of
+    /// the registry, for a loop that asks about many addresses; `body`
+    /// takes no lock but leaf locks.
+    func withPresentDevices<R>(_ body: ([PCIAddress: Device]) -> R) -> R {
+        registry.withLock { r in body(r.byAddress) }
+    }
+
     /// The present device whose name `buffer` holds, compared the way
     /// `bus_find_device_by_name` does (`sysfs_streq`: up to a NUL, one
     /// trailing newline allowed).
@@ -187,7 +200,7 @@ public final class Machine: Sendable {
     /// not. At boot the IOMMU probes after the scan: the described groups.
     func join(_ record: DeviceRecord, hotAdded: Bool) throws(MachineSpecError) -> (Device, IOMMUGroup?, Bool) {
         let entry = record.spec
-        let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] })
+        let device = Device(record: record, unit: entry.unit.flatMap { unitsByName[$0] }, drivers: driverTable)
         // At boot the enumeration lines precede the IOMMU core's; a rescan
         // or a new VF prints its own, before the device joins its group.
         if hotAdded {
@@ -239,6 +252,7 @@ public final class Machine: Sendable {
     /// behind it, then the bus itself (`pci_remove_bus`: its slots are
     /// unregistered), then the bridge. VFs go with their PF.
     func removeSubtree(_ device: Device) {
+        rescanRemove.assertHeld()
         let prefix = device.sysfsPath + "/"
         var children: [PCIAddress: [Device]] = [:]
         for member in devices where member.physicalFunction == nil && member.sysfsPath.hasPrefix(prefix) {
@@ -255,6 +269,7 @@ public final class Machine: Sendable {
     }
 
     func removeOne(_ device: Device) {
+        rescanRemove.assertHeld()
         // A PF takes its VFs with it (pci_iov_release).
         for vf in device.virtualFunctions.reversed() { removeOne(vf) }
         device.lock.withLock { state in
@@ -322,22 +337,33 @@ public final class Machine: Sendable {
     /// added is created (its slots registered) before its first device,
     /// and its fixup logs once its devices are scanned.
     func addMissing(assigning assignments: [Assignment], _ matches: (DeviceRecord) -> Bool) {
+        rescanRemove.assertHeld()
+        let records = catalog.filter(matches)
+        // Which of them and of their bridges exist is read once, under one
+        // hold of the registry: only this scan adds devices meanwhile.
+        let existing = withPresentDevices { present in
+            records.map { (present[$0.spec.address] != nil, $0.spec.parent.map { present[$0] != nil } ?? true) }
+        }
         var newBridges: Set<PCIAddress> = []
+        var addedBridges: [PCIAddress: Device] = [:]
         var scanning: Device?
         var added: [Device] = []
-        for record in catalog where matches(record) {
+        for (record, (exists, bridgeExists)) in zip(records, existing) {
             if let bridge = scanning, record.spec.parent != bridge.address {
                 logBusFixup(bridge)
                 scanning = nil
             }
             if let parent = record.spec.parent, newBridges.remove(parent) != nil {
                 addBus(secondaryBus(of: parent)!)
-                scanning = device(at: parent)
+                scanning = addedBridges[parent]
             }
-            guard device(at: record.spec.address) == nil, !isEjected(record) else { continue }
-            if let parent = record.spec.parent, device(at: parent) == nil { continue }
+            guard !exists, !isEjected(record) else { continue }
+            if let parent = record.spec.parent, !bridgeExists, addedBridges[parent] == nil { continue }
             guard let (device, group, isNew) = try? join(record, hotAdded: true) else { continue }
-            if secondaryBus(of: device.address) != nil { newBridges.insert(device.address) }
+            if secondaryBus(of: device.address) != nil {
+                newBridges.insert(device.address)
+                addedBridges[device.address] = device
+            }
             finishHotAdd(device, group, isNew)
             added.append(device)
         }

@@ -38,7 +38,7 @@ public final class PCIBus: Sendable {
     /// Machine+Resources.swift): one lock per bus, so reading a device's
     /// `resource` never waits on another bus, and placing a bus's new
     /// resources takes it once.
-    let placements = Mutex<[PCIAddress: PlacedResources]>([:])
+    let placements = RankedMutex<[PCIAddress: PlacedResources]>(.busResources, [:])
 
     init(number: PCIBusNumber, bridge: PCIAddress?, parentPath: String, slots: [HotplugSlot]) {
         self.number = number
@@ -179,9 +179,11 @@ extension Machine {
         return bus
     }
 
-    /// The buses that exist now, by number.
+    /// The buses that exist now, by number (their bridges looked up under
+    /// one hold of the registry).
     public var presentBuses: [PCIBus] {
-        buses.keys.sorted().compactMap { bus($0) }
+        let all = buses.keys.sorted().map { buses[$0]! }
+        return withPresentDevices { present in all.filter { bus in bus.bridge.map { present[$0] != nil } ?? true } }
     }
 
     /// The registered hot-plug slots (those whose bus exists), by name.
@@ -209,6 +211,7 @@ extension Machine {
     /// A bus that a rescan creates behind a bridge it added: its slots
     /// are registered, then the sysfs view follows.
     func addBus(_ bus: PCIBus) {
+        rescanRemove.assertHeld()
         bus.registerSlots(log: log)
         observer?.busAdded(bus)
     }
@@ -216,6 +219,7 @@ extension Machine {
     /// `pci_remove_bus` → `pcibios_remove_bus` (`acpiphp_remove_slots`),
     /// once the bus's devices are gone.
     func removeBus(_ bus: PCIBus) {
+        rescanRemove.assertHeld()
         logBusNumbersReleased(bus)
         for slot in bus.slots { log.append("acpiphp: Slot [\(slot.name)] unregistered") }
         observer?.busRemoved(bus)
@@ -240,7 +244,9 @@ extension Machine {
     /// `_EJ0` ejects the card.
     private func disable(_ slot: HotplugSlot) {
         rescanRemove.withLock { _ in
-            for device in devices.reversed() where slot.spec.holds(device.address) && device.isPresent {
+            // The slot's functions, last first (nothing else removes one
+            // meanwhile; the check skips one an earlier removal took).
+            for device in devices.filter({ slot.spec.holds($0.address) }).reversed() where device.isPresent {
                 removeSubtree(device)
             }
             slot.setEnabled(false)

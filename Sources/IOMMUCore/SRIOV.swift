@@ -40,6 +40,7 @@ extension Machine {
     /// `pci_iov_add_virtfn`: the VF's routing id is the PF's plus the first
     /// VF offset plus the stride per index; it sits beside the PF.
     private func addVirtualFunction(_ pf: Device, _ sriov: MachineSpec.SRIOVSpec, _ index: Int) {
+        rescanRemove.assertHeld()
         let pfRID = Int(pf.address.bus) << 8 | Int(pf.address.device) << 3 | Int(pf.address.function)
         let rid = pfRID + sriov.offset + sriov.stride * index
         guard rid <= 0xffff else { return }

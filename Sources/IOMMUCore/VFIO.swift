@@ -78,6 +78,10 @@ struct VFIOContainer {
     var domains: [SharedDomain] = []
     /// `vfio_iommu->dma_list`: the mapped IOVA ranges.
     var mappings: [ClosedRange<UInt64>] = []
+    /// What `vfio_iommu->iova_list` excludes: the reserved ranges of each
+    /// attached group, by group id, taken when it attached, so that a
+    /// mapping is checked without looking at any device.
+    var reserved: [Int: [ClosedRange<UInt64>]] = [:]
     /// Whether a user holds the container's file (`open-container`). A
     /// container made by `vfio attach` alone lives as long as a group uses it.
     var isOpen: Bool
@@ -159,8 +163,8 @@ extension Machine {
             var attached: [IOMMUGroup] = []
             for id in entry.groups.sorted() {
                 guard let group = self.group(id: id) else { continue }
-                let members = group.snapshot.devices.compactMap { device(at: $0) }
-                if let error = withDeviceLocks(members[...], { attachToContainerDomain(group, members, &entry) }) {
+                let members = group.members
+                if let error = withDeviceLocks(members, { attachToContainerDomain(group, members, &entry) }) {
                     for done in attached { done.detachUserDomain() }
                     return error
                 }
@@ -187,8 +191,9 @@ extension Machine {
             let range = iova...last
             if entry.mappings.contains(where: { $0.overlaps(range) }) { return .fileExists }
             if entry.mappings.count >= vfioDMAEntryLimit { return .noSpace }
-            let reserved = entry.groups.flatMap { blockingRegions(ofGroup: $0) }
-            if reserved.contains(where: { range.overlaps($0) }) { return .invalidArgument }
+            // vfio_iommu_iova_dma_valid: against the ranges the groups
+            // brought at attach.
+            if entry.reserved.values.contains(where: { $0.contains { range.overlaps($0) } }) { return .invalidArgument }
             v.containers[container]!.mappings.append(range)
             return nil
         }
@@ -235,8 +240,8 @@ extension Machine {
         vfio.withLock { v -> Errno? in
             if v.containerName(of: group.id) != nil { return .invalidArgument }
             var entry = v.containers[container] ?? VFIOContainer(iommu: .type1v2, isOpen: false)
-            let members = group.snapshot.devices.compactMap { device(at: $0) }
-            let error = withDeviceLocks(members[...]) { () -> Errno? in
+            let members = group.members
+            let error = withDeviceLocks(members) { () -> Errno? in
                 if let error = group.claimDMAOwner(DMAOwner("vfio-group-\(group.id)")) { return error }
                 guard entry.iommu != nil else { return nil }
                 if let error = attachToContainerDomain(group, members, &entry) {
@@ -316,12 +321,14 @@ extension Machine {
     /// container's domain for the group's IOMMU driver, if it takes the
     /// group, else a new domain.
     private func attachToContainerDomain(_ group: IOMMUGroup, _ members: [Device], _ entry: inout VFIOContainer) -> Errno? {
+        vfio.assertHeld()
         let reserved = blockingRegions(members)
         if entry.mappings.contains(where: { m in reserved.contains { m.overlaps($0) } }) { return .invalidArgument }
         let family = members.first?.unit?.abilities.family
         if let index = entry.domains.firstIndex(where: { $0.family == family }),
            group.attachUserDomain(entry.domains[index].domain) == nil {
             entry.domains[index].groups.insert(group.id)
+            entry.reserved[group.id] = reserved
             return nil
         }
         guard let unit = members.first?.unit, let family else { return .noDevice }
@@ -332,6 +339,7 @@ extension Machine {
         }
         if let error = group.attachUserDomain(domain) { return error }
         entry.domains.append(.init(domain: domain, family: family, groups: [group.id]))
+        entry.reserved[group.id] = reserved
         return nil
     }
 
@@ -348,6 +356,7 @@ extension Machine {
         }
         group.releaseDMAOwner()
         entry.groups.remove(group.id)
+        entry.reserved[group.id] = nil
         if entry.groups.isEmpty {
             entry.iommu = nil
             entry.domains = []
@@ -356,19 +365,16 @@ extension Machine {
         v.containers[name] = entry.groups.isEmpty && !entry.isOpen ? nil : entry
     }
 
-    /// The members of `group` bound to a VFIO driver: its `vfio_device`s.
+    /// The members of `group` bound to a VFIO driver: its `vfio_device`s
+    /// (`group->device_list`), read under one hold of the group's mutex.
     private func vfioDevices(of group: IOMMUGroup) -> [Device] {
-        group.snapshot.devices.compactMap { device(at: $0) }.filter { $0.driver?.registersVFIODevice == true }
+        group.members.filter { $0.driver?.registersVFIODevice == true }
     }
 
     /// The IOVA ranges a mapping must avoid for these devices: their
     /// reserved regions but the direct-relaxable ones (`vfio_iommu_resv_exclude`).
     private func blockingRegions(_ members: [Device]) -> [ClosedRange<UInt64>] {
         members.flatMap(\.reservedRegions).filter { $0.kind != .directRelaxable }.map { $0.start...$0.end }
-    }
-
-    private func blockingRegions(ofGroup id: Int) -> [ClosedRange<UInt64>] {
-        blockingRegions(group(id: id)?.snapshot.devices.compactMap { device(at: $0) } ?? [])
     }
 
     // MARK: iommufd
@@ -401,9 +407,12 @@ extension Machine {
 
     /// Runs `body` with every device of `devices` locked, in address order
     /// (the order a VFIO attach takes the group's device locks in).
-    private func withDeviceLocks(_ devices: ArraySlice<Device>, _ body: () -> Errno?) -> Errno? {
-        guard let first = devices.first else { return body() }
-        return first.lock.withLock { _ in withDeviceLocks(devices.dropFirst(), body) }
+    private func withDeviceLocks(_ devices: [Device], _ body: () -> Errno?) -> Errno? {
+        func lock(_ devices: ArraySlice<Device>) -> Errno? {
+            guard let first = devices.first else { return body() }
+            return first.lock.withLock { _ in lock(devices.dropFirst()) }
+        }
+        return lock(devices.sorted { $0.address < $1.address }[...])
     }
 }
 

@@ -35,6 +35,7 @@ extension Machine {
     /// in none gets a no-IOMMU group while the mode is on (logged with the
     /// taint), else the probe fails with EINVAL.
     func vfioDeviceSetGroup(_ device: Device, _ driver: PCIDriver) -> Errno? {
+        device.lock.assertHeld()
         guard device.group == nil else { return nil }
         guard noIOMMUModeEnabled else { return .invalidArgument }
         let group = allocateGroup(for: device.address)
@@ -49,6 +50,7 @@ extension Machine {
     /// device lock held: a no-IOMMU group's device leaves it
     /// (`iommu_group_remove_device`, logged) and the group goes with it.
     func vfioDeviceRemoveGroup(_ device: Device, _ driver: PCIDriver) {
+        device.lock.assertHeld()
         guard let group = device.group, group.name == Self.noIOMMUGroupName else { return }
         log.append(probeLogPrefix(device, driver) + "Removing from iommu group \(group.id)")
         let released = removeFromGroup(device, group)

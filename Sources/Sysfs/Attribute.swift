@@ -129,7 +129,7 @@ public struct Attribute: Sendable {
 public final class OpenAttribute: Sendable {
     public let node: Node
     private let attribute: Attribute
-    private let state = Mutex(Text.none)
+    private let state = RankedMutex(.openFile, Text.none)
     /// `file_ns_capable(filp, &init_user_ns, CAP_SYS_ADMIN)` of the opener,
     /// for binary attributes that show the privileged less (`config`).
     private let openerIsAdmin: Bool
@@ -279,7 +279,7 @@ enum ScratchPage {
 /// fixed regions; and interns the texts, which few groups do not share.
 final class MembershipGeneration: Sendable {
     private let counter = Atomic<UInt64>(0)
-    private let texts = Mutex<Set<String>>([])
+    private let texts = RankedMutex<Set<String>>(.regionTexts, [])
     private static let internLimit = 1024
 
     var value: UInt64 { counter.load(ordering: .acquiring) }
@@ -303,7 +303,7 @@ final class MembershipGeneration: Sendable {
 final class ReservedRegionsFile: Sendable {
     private let group: IOMMUGroup
     private let generation: MembershipGeneration
-    private let cached = Mutex<(generation: UInt64, text: String)?>(nil)
+    private let cached = RankedMutex<(generation: UInt64, text: String)?>(.regionsCache, nil)
 
     init(group: IOMMUGroup, generation: MembershipGeneration) {
         self.group = group

@@ -1,5 +1,4 @@
 import IOMMUCore
-import Synchronization
 import SystemPackage
 
 /// The sysfs view of a `Machine`: the nodes a real kernel creates for its
@@ -10,7 +9,7 @@ public final class MachineTree: MachineObserver {
     public let tree: SysfsTree
     /// Moves whenever a device joins or leaves a group (`reserved_regions`).
     private let membership = MembershipGeneration()
-    private let knownGroupCount = Mutex<(generation: UInt64, count: Int)?>(nil)
+    private let knownGroupCount = RankedMutex<(generation: UInt64, count: Int)?>(.groupCount, nil)
     private let driverOverrideKnob: DeviceKnob
     private let removeKnob: DeviceKnob
     /// `drivers_autoprobe` and `resource_alignment` of /sys/bus/pci.
@@ -67,9 +66,7 @@ public final class MachineTree: MachineObserver {
                 let list = members[root]!
                 dir.directory!.populateLazily { [unowned self] in
                     // Devices removed since `devices/` was listed have no directory.
-                    for device in list where machine.device(at: device.address) === device {
-                        addDeviceDirectory(device)
-                    }
+                    for device in machine.stillPresent(list) { addDeviceDirectory(device) }
                     addRootBusDirectories(in: dir)
                 }
             }
@@ -224,7 +221,7 @@ public final class MachineTree: MachineObserver {
         let dir = tree.makeDirectories(Paths.driver(driver.name))
         dir.directory!.populateLazily { [unowned self] in
             addDriverKnobs(driver, in: dir)
-            for device in machine.devices where device.driver == driver { linkDriverEntry(device, driver) }
+            for device in machine.devices(boundTo: driver) { linkDriverEntry(device, driver) }
         }
     }
 
@@ -384,9 +381,7 @@ public final class MachineTree: MachineObserver {
         dir.directory!.populateLazily { [unowned self] in
             let devices = tree.makeDirectory("devices", in: dir)
             devices.directory!.populateLazily { [unowned self] in
-                for address in group.snapshot.devices {
-                    machine.device(at: address).map { linkGroupEntry($0, in: devices) }
-                }
+                for device in group.members { linkGroupEntry(device, in: devices) }
             }
             tree.makeAttribute("reserved_regions", in: dir, permissions: 0o444,
                                .groupReservedRegions(ReservedRegionsFile(group: group, generation: membership)))

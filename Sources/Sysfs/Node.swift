@@ -46,7 +46,7 @@ public final class Node: @unchecked Sendable {
     public internal(set) var sequence: UInt32 = 0
     private static let ownedFlag: UInt32 = 1 << 31
     /// uid << 32 | gid of the nodes that were chowned.
-    private static let owners = Mutex<[ObjectIdentifier: UInt64]>([:])
+    private static let owners = RankedMutex<[ObjectIdentifier: UInt64]>(.nodeOwners, [:])
     /// `removedFlag` | the kernel's lookup count.
     private let state = Atomic<UInt64>(0)
     private static let removedFlag: UInt64 = 1 << 63
@@ -164,6 +164,9 @@ public final class Node: @unchecked Sendable {
         return 1
     }
 
+    /// The number of ancestors: 0 for the root.
+    var depth: Int { parent.map { $0.depth + 1 } ?? 0 }
+
     /// Path from the tree root, without a leading slash ("" for the root).
     public var path: String {
         guard let parent else { return "" }
@@ -275,10 +278,10 @@ public final class Directory: @unchecked Sendable {
 
     private static let indexThreshold = 12
 
-    private let entries = Mutex(Entries())
+    private let entries = RankedMutex(.directoryEntries, Entries())
     /// The pending population; its lock is held while it runs, so other
     /// threads wait for complete contents.
-    private let pending = Mutex<Lazy?>(nil)
+    private let pending: RankedMutex<Lazy?>
     private let isPopulated = Atomic<Bool>(true)
     /// The thread running the population (it adds entries re-entrantly).
     private let populatingThread = Atomic<UInt>(0)
@@ -288,7 +291,12 @@ public final class Directory: @unchecked Sendable {
     /// cached listing was made at.
     private let changed = Atomic<Int64>(0)
 
-    init() {}
+    /// `depth`, the directory's distance from the root, orders nested
+    /// populations (a directory's before its descendants'); it is
+    /// evaluated in debug builds only.
+    init(depth: @autoclosure () -> Int) {
+        pending = RankedMutex(.population, key: UInt64(depth()), nil)
+    }
 
     /// Defers the directory's contents to `populate`, run once on first use.
     ///
@@ -426,6 +434,7 @@ public final class Directory: @unchecked Sendable {
         ensurePopulated()
         // Only the populating thread gets here before the population ended.
         let appending = !isPopulated.load(ordering: .acquiring)
+        if appending { pending.assertHeld() }
         let existing = entries.withLock { e -> Node? in
             if let existing = e.find(node.name) { return existing }
             node.sequence = e.nextSequence

@@ -1,5 +1,4 @@
 import IOMMUCore
-import Synchronization
 
 /// A binary sysfs attribute (`struct bin_attribute`): a fixed size, and
 /// reads and writes at an offset. Each read asks the content again.
@@ -36,7 +35,7 @@ final class PCIConfigSpace: Sendable {
     private let machine: Machine
     /// The image without the live registers, built on first read (a
     /// bridge's bus numbers look at every described device once).
-    private let image = Mutex<[UInt8]?>(nil)
+    private let image = RankedMutex<[UInt8]?>(.configImage, nil)
     /// The registers software may set and the model keeps (Cache Line
     /// Size, Latency Timer, Interrupt Line), by offset; other writes meet
     /// read-only hardware bits and are dropped, as the device drops them.

@@ -1,5 +1,4 @@
 import IOMMUCore
-import Synchronization
 import SystemPackage
 
 /// The PCI core's per-device files beyond the identity and driver-core
@@ -110,7 +109,7 @@ final class PCIBusSettings: Sendable {
         var resourceAlignment: String?
     }
 
-    private let values = Mutex(Values())
+    private let values = RankedMutex(.busSettings, Values())
 
     func withLock<R>(_ body: (inout Values) -> R) -> R { values.withLock { body(&$0) } }
 }

@@ -1,4 +1,4 @@
-import Synchronization
+import IOMMUCore
 import SystemPackage
 
 /// A kernfs-like tree: the root directory plus O(1) inode lookup.
@@ -8,7 +8,7 @@ import SystemPackage
 public final class SysfsTree: Sendable {
     private let inodes = InodeTable()
     public let root: Node
-    private let invalidator = Mutex<(any CacheInvalidator)?>(nil)
+    private let invalidator = RankedMutex<(any CacheInvalidator)?>(.invalidator, nil)
 
     /// Tells `invalidator` about every later change (a server registers
     /// itself once, before serving).
@@ -19,7 +19,7 @@ public final class SysfsTree: Sendable {
     public init() {
         let ino = inodes.reserve()
         precondition(ino == 1, "the root must be FUSE_ROOT_ID")
-        root = Node(ino: ino, name: "", kind: .directory(Directory()), permissions: 0o755, parent: nil)
+        root = Node(ino: ino, name: "", kind: .directory(Directory(depth: 0)), permissions: 0o755, parent: nil)
         inodes.install(root)
     }
 
@@ -55,7 +55,7 @@ public final class SysfsTree: Sendable {
 
     @discardableResult
     public func makeDirectory(_ name: String, in parent: Node, permissions: UInt32 = 0o755) -> Node {
-        add(name, .directory(Directory()), permissions: permissions, in: parent)
+        add(name, .directory(Directory(depth: parent.depth + 1)), permissions: permissions, in: parent)
     }
 
     @discardableResult

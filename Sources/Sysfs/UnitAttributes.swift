@@ -1,5 +1,4 @@
 import IOMMUCore
-import Synchronization
 import SystemPackage
 
 extension MachineTree {
@@ -50,7 +49,7 @@ final class RuntimePower: Sendable {
     }
 
     /// The switches that are set to their second word.
-    private let set = Mutex<Set<Switch>>([])
+    private let set = RankedMutex<Set<Switch>>(.runtimePower, [])
 
     func add(to dir: Node, in tree: SysfsTree) {
         let constants = [("runtime_active_kids", "0"), ("runtime_active_time", "0"), ("runtime_enabled", "disabled"),

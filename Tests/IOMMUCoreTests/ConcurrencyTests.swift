@@ -1,6 +1,5 @@
 import Foundation
 import IOMMUCore
-import Synchronization
 import SystemPackage
 import Testing
 import TestSupport
@@ -299,10 +298,16 @@ enum ConcurrencyMachine {
     }
 }
 
-/// A value shared by test threads, behind its own lock.
-final class SharedValue<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout sending Value) -> sending R) -> R { mutex.withLock(body) }
+/// A value shared by test threads, behind its own lock (a pthread mutex,
+/// which ThreadSanitizer follows).
+final class SharedValue<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
 }
 
