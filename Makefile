@@ -296,7 +296,7 @@ bench: deps
 # out-of-memory inputs to $(FUZZ_DIR)/findings/<time>/<target>/. A finding
 # does not stop the target (-fork=1 -ignore_crashes=1); each is listed with
 # its first line, and the run fails if there is any. Replay one with
-#   swift run iommufs-fuzz <target> <file>
+#   SWIFT_DETERMINISTIC_HASHING=1 swift run iommufs-fuzz <target> <file>
 # FUZZ_IGNORE='text|text' lets findings containing one of the texts pass (a
 # known bug, so that the fuzzer looks for others).
 FUZZ_SECONDS ?= 60
@@ -309,8 +309,10 @@ FUZZ_BUILD    = $(SWIFT) build --scratch-path $(FUZZ_DIR) -c release --product i
 FUZZ_STAMP   := $(shell date +%Y%m%d-%H%M%S)
 FUZZ_OUT      = $(FUZZ_DIR)/findings/$(FUZZ_STAMP)
 # Swift's backtracer does not run under AddressSanitizer; malloc stacks are
-# not needed to report a broken property and cost a quarter of the time.
-FUZZ_ENV      = IOMMUFS_FUZZ_IGNORE='$(FUZZ_IGNORE)' SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=malloc_context_size=0
+# not needed to report a broken property and cost a quarter of the time;
+# deterministic hashing makes an input do the same in every process.
+FUZZ_ENV      = IOMMUFS_FUZZ_IGNORE='$(FUZZ_IGNORE)' SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=malloc_context_size=0 \
+	SWIFT_DETERMINISTIC_HASHING=1
 
 fuzz-inputs: deps
 	$(FUZZ_BUILD)
@@ -329,4 +331,4 @@ fuzz-inputs: deps
 			echo "   FINDING $(FUZZ_OUT)/$$t/$$f: $${why:-see the log}"; \
 		done; \
 	done; \
-	[ $$failed = 0 ] || { echo "fuzz-inputs: findings above (replay: swift run iommufs-fuzz TARGET FILE)"; exit 1; }
+	[ $$failed = 0 ] || { echo "fuzz-inputs: findings above (replay: SWIFT_DETERMINISTIC_HASHING=1 swift run iommufs-fuzz TARGET FILE)"; exit 1; }
