@@ -60,6 +60,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The fuzz targets: each entry point that takes outside input, as a
+        // function of one input that checks its properties.
+        .target(
+            name: "Fuzzing",
+            dependencies: ["IOMMUCore", "Topology", "Sysfs", "Control", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The fuzz targets as a program: under libFuzzer (`make fuzz-inputs`
+        // builds it with --sanitize=fuzzer -DLIBFUZZER), or run on files.
+        .executableTarget(name: "iommufs-fuzz", dependencies: ["Fuzzing"]),
         // Helpers more than one test target uses.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "IOMMUCoreTests", dependencies: ["IOMMUCore", "Topology", "TestSupport"]),
@@ -68,7 +77,10 @@ let package = Package(
         ]),
         .testTarget(name: "SysfsTests", dependencies: ["Sysfs"]),
         // Fixtures/oracle: the real-kernel transcripts, read from the source tree.
-        .testTarget(name: "IntegrationTests", dependencies: ["Topology", "Control", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "Topology", "IOMMUCore", "Control", "TestSupport", .product(name: "SystemPackage", package: "swift-system"),
+        ], exclude: ["Fixtures"]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing"]),
     ],
     swiftLanguageModes: [.v6]
 )

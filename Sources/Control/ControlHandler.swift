@@ -5,10 +5,45 @@ import Topology
 /// Runs the requests that get one reply (everything but `trace`) against
 /// the machine, through the same calls the kernel's VFIO, iommufd and
 /// DMA-mapping paths make.
-struct ControlHandler: Sendable {
-    let machine: Machine
+public struct ControlHandler: Sendable {
+    public let machine: Machine
     /// The text of the document the machine booted from, for `dump`.
     let document: DocumentText
+
+    public init(machine: Machine, document: DocumentText) {
+        self.machine = machine
+        self.document = document
+    }
+
+    /// What the server does with one request line.
+    public enum Answer: Equatable {
+        /// Send this reply, `{"ok":true,...}` or `{"ok":false,...}`.
+        case reply(JSON)
+        /// Acknowledge, then stream events (`count` of them, nil: until the
+        /// client hangs up).
+        case trace(count: Int?)
+    }
+
+    /// Decodes `line` (one line without its newline) and runs it.
+    public func answer(_ line: [UInt8]) -> Answer {
+        do throws(ControlFailure) {
+            let request = try Self.decode(line)
+            if case .trace(let count) = request { return .trace(count: count) }
+            return .reply(ControlReply.success(try perform(request)))
+        } catch {
+            return .reply(ControlReply.failure(error))
+        }
+    }
+
+    private static func decode(_ line: [UInt8]) throws(ControlFailure) -> ControlRequest {
+        let json: JSON
+        do {
+            json = try JSON.parse(line)
+        } catch {
+            throw .badRequest("malformed JSON at \(error)")
+        }
+        return try ControlRequest(json: json)
+    }
 
     /// The members of the success reply, or the failure.
     func perform(_ request: ControlRequest) throws(ControlFailure) -> [(ControlReply.Key, JSON)] {

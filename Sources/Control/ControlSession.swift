@@ -38,24 +38,11 @@ struct ControlSession {
                 channel.send(ControlReply.failure(refusal))
                 return
             }
-            do throws(ControlFailure) {
-                let request = try Self.decode(line)
-                if case .trace(let count) = request { return trace(count: count, peer: peer) }
-                channel.send(ControlReply.success(try handler.perform(request)))
-            } catch {
-                channel.send(ControlReply.failure(error))
+            switch handler.answer(line) {
+            case .reply(let reply): channel.send(reply)
+            case .trace(let count): return trace(count: count, peer: peer)
             }
         }
-    }
-
-    private static func decode(_ line: [UInt8]) throws(ControlFailure) -> ControlRequest {
-        let json: JSON
-        do {
-            json = try JSON.parse(line)
-        } catch {
-            throw .badRequest("malformed JSON at \(error)")
-        }
-        return try ControlRequest(json: json)
     }
 
     /// Who is connecting (SO_PEERCRED), and the refusal if they may not:

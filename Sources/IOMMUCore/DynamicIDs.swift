@@ -11,6 +11,9 @@ public struct PCIDynamicID: Sendable, Equatable {
     public var subdevice: UInt32 = PCIDynamicID.any
     public var classCode: UInt32 = 0
     public var classMask: UInt32 = 0
+    /// The seventh field, when given: `new_id_store` then skips its
+    /// "already matched" check, so a dump writes the id back with it.
+    public var driverData: UInt64?
 
     /// `pci_match_one_device`.
     func matches(_ d: Device) -> Bool {
@@ -34,7 +37,8 @@ extension Machine {
                               subvendor: f.count > 2 ? UInt32(truncatingIfNeeded: f[2]) : PCIDynamicID.any,
                               subdevice: f.count > 3 ? UInt32(truncatingIfNeeded: f[3]) : PCIDynamicID.any,
                               classCode: f.count > 4 ? UInt32(truncatingIfNeeded: f[4]) : 0,
-                              classMask: f.count > 5 ? UInt32(truncatingIfNeeded: f[5]) : 0)
+                              classMask: f.count > 5 ? UInt32(truncatingIfNeeded: f[5]) : 0,
+                              driverData: f.count == 7 ? f[6] : nil)
         if f.count != 7 && knownIDs(of: driver).contains(where: { $0.vendor == id.vendor && $0.device == id.device }) {
             return .fileExists
         }

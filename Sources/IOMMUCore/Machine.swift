@@ -71,7 +71,8 @@ public final class Machine: Sendable {
     public var profile: KernelProfile { subsystem.profile }
 
     /// Who follows tree changes (the sysfs view); set once, before use.
-    public func setObserver(_ observer: any MachineObserver) { observerSlot.withLock { $0 = observer } }
+    /// Setting nil lets the observer go (it usually holds the machine).
+    public func setObserver(_ observer: (any MachineObserver)?) { observerSlot.withLock { $0 = observer } }
     var observer: (any MachineObserver)? { observerSlot.withLock { $0 } }
 
     /// Boots `spec`: the IOMMU core's init lines, every device probed into
@@ -302,6 +303,16 @@ public final class Machine: Sendable {
         rescanRemove.withLock { _ in
             let roots = presentBuses.filter { $0.bridge == nil }
             addMissing(assigning: roots.map { .bus($0) }) { _ in true }
+        }
+    }
+
+    /// A rescan that finds only the described devices at `addresses` (their
+    /// bridges present): how a state restore re-adds a device the way a
+    /// hot-plug added it, without bringing back others that stay removed.
+    public func rescan(only addresses: Set<PCIAddress>) {
+        rescanRemove.withLock { _ in
+            let roots = presentBuses.filter { $0.bridge == nil }
+            addMissing(assigning: roots.map { .bus($0) }) { addresses.contains($0.spec.address) }
         }
     }
 

@@ -387,7 +387,7 @@ extension Machine {
         device.lock.withLock { state in
             guard state.isPresent, let group = device.group else { return .noDevice }
             if state.iommufdContext != nil { return .invalidArgument }
-            if let error = group.claimDMAOwner(DMAOwner("iommufd-" + context), for: device) { return error }
+            if let error = group.claimDMAOwner(.iommufd(context), for: device) { return error }
             state.iommufdContext = context
             return nil
         }
@@ -414,6 +414,11 @@ extension Machine {
         }
         return lock(devices.sorted { $0.address < $1.address }[...])
     }
+}
+
+extension DMAOwner {
+    /// The owner of the groups whose devices are bound to iommufd context `context`.
+    static func iommufd(_ context: String) -> DMAOwner { DMAOwner("iommufd-" + context) }
 }
 
 extension PCIDriver {

@@ -133,6 +133,10 @@ public final class MachineTree: MachineObserver {
         linkUnit(device)
         if let pf = physicalFunction(of: device) { linkVirtualFunction(device, of: pf) }
         if let group = device.group { linkIntoGroup(device, group) }
+        // An IOMMU that is a PCI function (AMD-Vi) has its class device
+        // below that function's directory, which a rescan made anew.
+        let below = device.sysfsPath + "/"
+        for unit in machine.units where unit.sysfsPath.hasPrefix(below) { addUnit(unit) }
     }
 
     public func deviceJoinedGroup(_ device: Device, _ group: IOMMUGroup) {

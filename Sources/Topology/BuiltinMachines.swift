@@ -207,7 +207,7 @@ extension Topology {
         ("default", "the embedded desktop machine (eight groups)", defaultMachineJSON),
         ("qemu-q35-vtd", "the oracle's QEMU q35 with caching-mode VT-d (16 groups, all DMA)", qemuQ35VTdJSON),
         ("qemu-q35-alt", "the oracle's second q35: switch, SR-IOV NVMe, 3-function device (16 groups)", qemuQ35AltJSON),
-        ("mixed-iommu", "a lab machine behind two VT-d units and an AMD-Vi unit (5 groups, unbound NICs)", mixedIOMMUJSON),
+        ("mixed-iommu", "a lab machine behind two VT-d units and an AMD-Vi unit (4 groups, unbound NICs)", mixedIOMMUJSON),
     ]
 
     /// The built-in machine called `name` as a document, nil for an unknown name.

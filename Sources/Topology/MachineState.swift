@@ -159,10 +159,11 @@ enum StateDecoder {
             dmaMapped: try fields.optional(.dmaMapped, .bool) ?? false)
     }
 
-    /// What `driver_override` keeps: one line, shorter than 4095 bytes.
+    /// What `driver_override` keeps (`driver_set_override`: any bytes up
+    /// to the first newline): one non-empty line, shorter than 4095 bytes.
     static func driverOverride(_ json: JSON) throws(Problem) -> String {
-        let text = try ValueDecoder<String>.name.decode(json)
-        guard !text.utf8.contains(UInt8(ascii: "\n")), !text.utf8.contains(0), text.utf8.count < 4095 else {
+        let text = try ValueDecoder<String>.string.decode(json)
+        guard !text.isEmpty, !text.utf8.contains(UInt8(ascii: "\n")), !text.utf8.contains(0), text.utf8.count < 4095 else {
             throw Problem("a driver_override is one line of less than 4095 bytes")
         }
         return text
@@ -174,14 +175,14 @@ enum StateDecoder {
                                    newIDs: try fields.required(.newIDs, .array(of: ValueDecoder(newID))))
     }
 
-    /// A `new_id` line: two to six hex fields ("8086 1521").
+    /// A `new_id` line: two to seven hex fields ("8086 1521").
     static func newID(_ json: JSON) throws(Problem) -> String {
         let text = try ValueDecoder<String>.string.decode(json)
         let words = text.split(separator: " ")
-        let parsed = Array(text.utf8).withUnsafeBytes { KernelStrings.hexFields($0, limit: 6) }
-        guard (2...6).contains(words.count), parsed.count == words.count else {
-            throw Problem(quoted(text) + " is not a new_id line (expected 2 to 6 hex fields: vendor device "
-                          + "[subvendor subdevice [class class_mask]])")
+        let parsed = Array(text.utf8).withUnsafeBytes { KernelStrings.hexFields($0, limit: 7) }
+        guard (2...7).contains(words.count), parsed.count == words.count else {
+            throw Problem(quoted(text) + " is not a new_id line (expected 2 to 7 hex fields: vendor device "
+                          + "[subvendor subdevice [class class_mask [driver_data]]])")
         }
         return text
     }
@@ -195,7 +196,10 @@ enum StateDecoder {
             throw Problem("a container has at least one domain, each with at least one group",
                           at: .key(ContainerKey.domains.rawValue))
         }
-        return MachineState.Container(name: try fields.required(.name, .name), domains: domains)
+        // Any non-empty name: a container's name is the user's label for its file.
+        let name = try fields.required(.name, .string)
+        guard !name.isEmpty else { throw Problem("a container's name is not empty", at: .key(ContainerKey.name.rawValue)) }
+        return MachineState.Container(name: name, domains: domains)
     }
 
     static func context(_ json: JSON) throws(Problem) -> MachineState.IOMMUFDContext {

@@ -29,7 +29,28 @@ struct StateChecks {
         return try groupIDsByDevice()
     }
 
+    /// Described functions other than 0 without the multifunction bit that
+    /// the state lists in a group of their own while their label's group
+    /// exists: a rescan regrouped them (see `Machine.join`), and the
+    /// restore re-adds them so.
+    static func regroupedFunctions(_ spec: MachineSpec, _ state: MachineState) -> Set<PCIAddress> {
+        let described = Dictionary(spec.devices.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        func canRegroup(_ address: PCIAddress) -> Bool {
+            described[address].map { $0.address.function > 0 && !$0.multifunction } ?? false
+        }
+        var regrouped: Set<PCIAddress> = []
+        for group in state.groups where group.devices.count == 1 && canRegroup(group.devices[0]) {
+            let label = described[group.devices[0]]!.group
+            let shared = state.groups.contains { other in
+                other.id != group.id && other.devices.contains { described[$0]?.group == label }
+            }
+            if shared { regrouped.insert(group.devices[0]) }
+        }
+        return regrouped
+    }
+
     private func groupIDsByDevice() throws(Problem) -> [PCIAddress: Int] {
+        let regrouped = Self.regroupedFunctions(spec, state)
         var labelGroup: [String: Int] = [:]
         var addressGroup: [PCIAddress: Int] = [:]
         var idGroup: [Int: Int] = [:]
@@ -44,7 +65,7 @@ struct StateChecks {
                 if let first = addressGroup.updateValue(index, forKey: address) {
                     throw Problem.inState("\(address) is already listed in state.groups[\(first)]", path)
                 }
-                guard let label = described[address]?.group else { continue }
+                guard let label = described[address]?.group, !regrouped.contains(address) else { continue }
                 if let other = labelGroup.updateValue(index, forKey: label), other != index {
                     throw Problem.inState("\(address) shares the group label \(quoted(label)) with a device of "
                                           + "state.groups[\(other)]: one label is one group", path)
@@ -65,7 +86,7 @@ struct StateChecks {
         for device in spec.devices {
             if let index = labelGroup[device.group] { ids[device.address] = state.groups[index].id }
         }
-        for (address, index) in addressGroup where described[address] == nil {
+        for (address, index) in addressGroup where described[address] == nil || regrouped.contains(address) {
             ids[address] = state.groups[index].id
         }
         return ids

@@ -4,12 +4,13 @@ import IOMMUCore
 /// and present device, and only the knobs that differ from how the device
 /// booted, so that a dump of a fresh machine reads short. Everything is
 /// sorted (groups by id, devices by address, contexts and containers by
-/// name), so equal states give equal text.
+/// name), so equal states give equal text, and equal states compare equal
+/// (what the fuzz targets check a failed store against).
 ///
 /// Each object is read under its own lock; a dump taken while other
 /// changes run may show some of them and not others.
-enum StateEncoder {
-    static func state(of machine: Machine) -> JSON {
+public enum StateEncoder {
+    public static func state(of machine: Machine) -> JSON {
         // First: reading a device's knobs waits for its reset to end.
         let resets = machine.resettingDevices
         let groups = machine.groups
@@ -72,15 +73,18 @@ enum StateEncoder {
 
     /// The shortest `new_id` line that adds `id` again: vendor and device,
     /// then the subsystem ids and the class only where they match less
-    /// than everything.
+    /// than everything, and all seven fields for an id given with its
+    /// driver data (which `new_id_store` takes even for an id matched already).
     private static func newIDLine(_ id: PCIDynamicID) -> String {
         var fields = [id.vendor, id.device]
         let hasClass = id.classMask != 0
-        if hasClass || id.subvendor != PCIDynamicID.any || id.subdevice != PCIDynamicID.any {
+        if hasClass || id.driverData != nil || id.subvendor != PCIDynamicID.any || id.subdevice != PCIDynamicID.any {
             fields += [id.subvendor, id.subdevice]
         }
-        if hasClass { fields += [id.classCode, id.classMask] }
-        return fields.map { String($0, radix: 16) }.joined(separator: " ")
+        if hasClass || id.driverData != nil { fields += [id.classCode, id.classMask] }
+        var words = fields.map { String($0, radix: 16) }
+        if let data = id.driverData { words.append(String(data, radix: 16)) }
+        return words.joined(separator: " ")
     }
 
     /// Each container with its groups, split by the domain they share.

@@ -29,6 +29,7 @@ struct StateRestorer {
     func restore() throws(Problem) {
         if let on = state.noIOMMUMode { _ = Array((on ? "Y" : "N").utf8).withUnsafeBytes { machine.storeNoIOMMUMode($0) } }
         removeUnlisted()
+        regroupFunctions()
         try addDynamicIDs()
         try enableVFs()
         for device in machine.devices where device.driver != nil { _ = machine.unbind(device) }
@@ -61,6 +62,15 @@ struct StateRestorer {
         for entry in spec.devices where !listed.contains(entry.address) {
             if let device = machine.device(at: entry.address) { machine.remove(device) }
         }
+    }
+
+    /// A function a rescan put in a group of its own (no multifunction bit)
+    /// goes and comes back the same way, into the id the state gives it.
+    private func regroupFunctions() {
+        let regrouped = StateChecks.regroupedFunctions(spec, state)
+        guard !regrouped.isEmpty else { return }
+        for address in regrouped.sorted() { machine.device(at: address).map(machine.remove) }
+        machine.rescan(only: regrouped)
     }
 
     private func addDynamicIDs() throws(Problem) {

@@ -292,46 +292,8 @@ enum ConcurrencyMachine {
     /// kernel-behaviour §5–§7, checked on a quiet machine.
     static func expectInvariants(_ machine: Machine, _ when: String = "",
                                  sourceLocation: SourceLocation = #_sourceLocation) {
-        let groups = machine.groups
-        let devices = machine.devices
-        #expect(Set(groups.map(\.id)).count == groups.count, "\(when): duplicate group ids", sourceLocation: sourceLocation)
-        var membership: [PCIAddress: [Int]] = [:]
-        for group in groups {
-            let s = group.snapshot
-            #expect(!s.devices.isEmpty, "\(when): group \(s.id) is empty", sourceLocation: sourceLocation)
-            for address in s.devices { membership[address, default: []].append(s.id) }
-            let kernelUsers = s.devices.filter { address in
-                guard let driver = machine.device(at: address)?.driver else { return false }
-                return !driver.managesDMA
-            }.count
-            #expect(s.ownerCount == kernelUsers + (s.owner == nil ? 0 : 1),
-                    "\(when): group \(s.id) owner_cnt \(s.ownerCount), \(kernelUsers) bound DMA API users, owner \(String(describing: s.owner))",
-                    sourceLocation: sourceLocation)
-            #expect(!group.isResetting, "\(when): group \(s.id) still resetting", sourceLocation: sourceLocation)
-            #expect(s.deviceDomainsMatchGroup, "\(when): group \(s.id) members \(s.attachedPerDevice) vs \(String(describing: s.attachedDomainType))",
-                    sourceLocation: sourceLocation)
-            #expect(s.owner != nil || s.isOnDefaultDomain, "\(when): unowned group \(s.id) is off its default domain",
-                    sourceLocation: sourceLocation)
-            #expect(s.defaultDomainType != nil, "\(when): group \(s.id) has no default domain", sourceLocation: sourceLocation)
-        }
-        for device in devices {
-            #expect(membership[device.address] == [device.group?.id].compactMap { $0 },
-                    "\(when): \(device.address) in groups \(membership[device.address] ?? []), points at \(String(describing: device.group?.id))",
-                    sourceLocation: sourceLocation)
-            #expect(device.isPresent, sourceLocation: sourceLocation)
-        }
-        #expect(Set(membership.keys) == Set(devices.map(\.address)), "\(when): groups list absent devices",
-                sourceLocation: sourceLocation)
-        // A PF's VFs are present devices; a VF's PF is present.
-        for device in devices {
-            for vf in device.virtualFunctions {
-                #expect(vf.isPresent && machine.device(at: vf.address) === vf, "\(when): stale VF \(vf.address)",
-                        sourceLocation: sourceLocation)
-            }
-            if let pf = device.physicalFunction {
-                #expect(machine.device(at: pf)?.virtualFunctions.contains { $0 === device } == true,
-                        "\(when): orphan VF \(device.address)", sourceLocation: sourceLocation)
-            }
+        for violation in machine.invariantViolations() {
+            Issue.record("\(when): \(violation)", sourceLocation: sourceLocation)
         }
     }
 }

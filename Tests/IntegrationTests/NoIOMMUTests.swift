@@ -58,7 +58,7 @@ import Topology
                 #expect(dmesg.contains("] " + line + "\n"), "\(line)")
             }
             expectConsistentTree(m)
-            try m.expectDumpRoundTrip()
+            try expectDumpRoundTrip(m)
             #expect(Syscall.write(pci.driverKnob("vfio-pci", "unbind"), Self.nic) == .ok(12))
             #expect(pci.groupIDs().isEmpty)
             #expect(Syscall.readlink(pci.device(Self.nic, "iommu_group")) == nil)

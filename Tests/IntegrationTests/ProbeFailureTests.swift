@@ -80,7 +80,7 @@ import Topology
             #expect(dmesg.contains("pci \(port): Adding to iommu group 10\n"))
             #expect(dmesg.contains("pci \(disk): Adding to iommu group 10\n"))
             expectConsistentTree(m)
-            try m.expectDumpRoundTrip()
+            try expectDumpRoundTrip(m)
         }
     }
 
@@ -97,7 +97,7 @@ import Topology
             #expect(pci.typeText(10) == "unknown")
             // 6.1 binds without a default domain (no EPROBE_DEFER yet).
             #expect(pci.driver(of: disk) == "nvme")
-            try m.expectDumpRoundTrip()
+            try expectDumpRoundTrip(m)
         }
     }
 }

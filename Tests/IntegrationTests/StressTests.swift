@@ -1,5 +1,7 @@
+import Control
 import Foundation
 import Glibc
+import SystemPackage
 import Testing
 import TestSupport
 
@@ -116,16 +118,33 @@ import TestSupport
 }
 
 /// What the stress workers saw: counts per kind and result, calls that
-/// answered with an errno no kernel store gives, the slowest call.
+/// answered with an errno no kernel store gives, the slowest call, how many
+/// took longer than the bound.
 final class CallRecord: @unchecked Sendable {
     private let lock = NSLock()
     private var tally: [String: Int] = [:]
     private var odd: [String] = []
     private var slowestTime = 0.0
     private var slowestName = ""
+    private var overBoundCount = 0
+    /// The errnos a call may answer with.
+    let allowed: Set<Int32>
+    /// The seconds a call may take.
+    let bound: Double
+    /// Told each call before it runs (to show what a stuck worker was doing).
+    private let announce: (@Sendable (String) -> Void)?
 
-    /// Runs one call and files its outcome under `kind`.
-    func call(_ kind: String, _ body: () -> Syscall.Outcome) {
+    init(allowed: Set<Int32> = StressTests.kernelErrnos, bound: Double = StressTests.slowCall,
+         announce: (@Sendable (String) -> Void)? = nil) {
+        self.allowed = allowed
+        self.bound = bound
+        self.announce = announce
+    }
+
+    /// Runs one call and files its outcome under `kind`; `detail` says
+    /// with what (a path, a payload).
+    func call(_ kind: String, _ detail: @autoclosure () -> String = "", _ body: () -> Syscall.Outcome) {
+        announce?(kind + " " + detail())
         let start = Date()
         let outcome = body()
         let elapsed = Date().timeIntervalSince(start)
@@ -136,10 +155,11 @@ final class CallRecord: @unchecked Sendable {
         }
         lock.lock(); defer { lock.unlock() }
         tally[kind + " " + result, default: 0] += 1
-        if case .failed(let e) = outcome, !StressTests.kernelErrnos.contains(e), odd.count < 50 {
-            odd.append("\(kind): \(result)")
+        if case .failed(let e) = outcome, !allowed.contains(e), odd.count < 50 {
+            odd.append("\(kind) \(detail()): \(result)")
         }
-        if elapsed > slowestTime { (slowestTime, slowestName) = (elapsed, kind) }
+        if elapsed > slowestTime { (slowestTime, slowestName) = (elapsed, kind + " " + detail()) }
+        if elapsed > bound { overBoundCount += 1 }
     }
 
     var unexpected: [String] { lock.lock(); defer { lock.unlock() }; return odd }
@@ -147,18 +167,39 @@ final class CallRecord: @unchecked Sendable {
     var count: Int { lock.lock(); defer { lock.unlock() }; return tally.values.reduce(0, +) }
     var slowest: Double { lock.lock(); defer { lock.unlock() }; return slowestTime }
     var slowestCall: String { lock.lock(); defer { lock.unlock() }; return slowestName }
+    var overBound: Int { lock.lock(); defer { lock.unlock() }; return overBoundCount }
     var summary: String {
         lock.lock(); defer { lock.unlock() }
         return tally.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
     }
+
+    /// Everything recorded, as lines another process can `absorb`.
+    var report: String {
+        lock.lock(); defer { lock.unlock() }
+        let flat = { (text: String) in text.map { $0 == "\n" || $0 == "\t" ? " " : String($0) }.joined() }
+        return (tally.map { "tally\t\($0.key)\t\($0.value)" } + odd.map { "odd\t" + flat($0) }
+                + ["slowest\t\(slowestTime)\t\(flat(slowestName))", "over\t\(overBoundCount)"]).joined(separator: "\n") + "\n"
+    }
+
+    /// Adds what another process's record `report`ed.
+    func absorb(_ report: String) {
+        lock.lock(); defer { lock.unlock() }
+        for line in report.split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            switch (fields.first, fields.count) {
+            case ("tally", 3): tally[fields[1], default: 0] += Int(fields[2]) ?? 0
+            case ("odd", 2): odd.append(fields[1])
+            case ("slowest", 3):
+                if let time = Double(fields[1]), time > slowestTime { (slowestTime, slowestName) = (time, fields[2]) }
+            case ("over", 2): overBoundCount += Int(fields[1]) ?? 0
+            default: odd.append("a line of a worker's report: \(line)")
+            }
+        }
+    }
 }
 
-func errnoName(_ e: Int32) -> String {
-    let names: [Int32: String] = [EPERM: "EPERM", ENOENT: "ENOENT", EIO: "EIO", EBADF: "EBADF", EACCES: "EACCES",
-                                  EBUSY: "EBUSY", ENODEV: "ENODEV", EINVAL: "EINVAL", ERANGE: "ERANGE",
-                                  ENOTCONN: "ENOTCONN", EINTR: "EINTR", ENOSYS: "ENOSYS"]
-    return names[e] ?? "errno \(e)"
-}
+/// The errno's kernel name (`EBUSY`), as `iommufs ctl` prints it.
+func errnoName(_ e: Int32) -> String { SystemPackage.Errno(rawValue: e).kernelName }
 
 /// opendir + readdir to the end, with the errno of whichever failed.
 func listOutcome(_ path: String) -> Syscall.Outcome {
@@ -176,87 +217,4 @@ func readlinkOutcome(_ path: String) -> Syscall.Outcome {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink(path, &buffer, buffer.count - 1)
     return n < 0 ? .failed(errno) : .ok(n)
-}
-
-// MARK: - The consistency of a quiet tree
-
-/// What holds in any state the tree can be in once nothing changes it:
-/// every link resolves inside the mount; every device is in exactly one
-/// group's `devices/` (none only if its IOMMU probe failed, with no `iommu`
-/// link) and its `iommu_group` link names that group; group
-/// directories are non-empty; a device's `driver` link and its driver's
-/// directory agree.
-///
-/// Waits out the kernel's 1 s entry cache first, so that what is checked is
-/// the server's tree and not a dentry cached before the last change (the
-/// tests that check visibility "at once" do so explicitly).
-func expectConsistentTree(_ m: MountedMachine, sourceLocation: SourceLocation = #_sourceLocation) {
-    usleep(1_100_000)
-    let pci = SysfsPCI(m)
-
-    var links = 0
-    func walk(_ path: String) {
-        guard let st = Syscall.lstat(path) else {
-            Issue.record("lstat \(path) failed", sourceLocation: sourceLocation)
-            return
-        }
-        switch st.st_mode & S_IFMT {
-        case S_IFDIR:
-            for entry in Syscall.list(path) { walk(path + "/" + entry) }
-        case S_IFLNK:
-            links += 1
-            guard let target = Syscall.readlink(path) else {
-                Issue.record("readlink \(path) failed", sourceLocation: sourceLocation)
-                return
-            }
-            let resolved = URL(fileURLWithPath: (path as NSString).deletingLastPathComponent)
-                .appendingPathComponent(target).standardized.path
-            #expect(resolved.hasPrefix(m.root + "/"), "\(path) → \(target) leaves the mount", sourceLocation: sourceLocation)
-            #expect(Syscall.lstat(resolved) != nil, "\(path) → \(target) dangles", sourceLocation: sourceLocation)
-        default:
-            break
-        }
-    }
-    walk(m.root)
-    #expect(links > 60, sourceLocation: sourceLocation)
-
-    let groupNames = Syscall.list(m.path("kernel/iommu_groups"))
-    #expect(Set(groupNames).count == groupNames.count, "duplicate group entries \(groupNames)", sourceLocation: sourceLocation)
-    var membership: [String: [Int]] = [:]
-    for name in groupNames {
-        guard let id = Int(name), String(id) == name else {
-            Issue.record("group directory \(name.debugDescription)", sourceLocation: sourceLocation)
-            continue
-        }
-        let members = pci.members(id)
-        #expect(!members.isEmpty, "group \(id) is empty", sourceLocation: sourceLocation)
-        for member in members { membership[member, default: []].append(id) }
-        // A VFIO no-IOMMU group has no default domain.
-        let types = Syscall.text(m.path("kernel/iommu_groups/\(id)/name")) == "vfio-noiommu\n" ? ["unknown"] : ["DMA", "DMA-FQ", "identity"]
-        #expect(types.contains(pci.typeText(id) ?? "?"), "group \(id) type", sourceLocation: sourceLocation)
-    }
-    let devices = pci.devices()
-    #expect(Set(membership.keys).isSubset(of: devices), "group members vs bus/pci/devices", sourceLocation: sourceLocation)
-    for device in devices {
-        let groups = membership[device] ?? []
-        // Only a device whose IOMMU probe failed (no `iommu` link) is in no group.
-        let translated = Syscall.readlink(pci.device(device, "iommu")) != nil
-        #expect(groups.count == 1 || (groups.isEmpty && !translated), "\(device) is in groups \(groups)", sourceLocation: sourceLocation)
-        #expect(pci.group(of: device) == groups.first, "\(device)'s iommu_group link", sourceLocation: sourceLocation)
-    }
-
-    let drivers = Syscall.list(m.path("bus/pci/drivers"))
-    var boundTo: [String: [String]] = [:]
-    for driver in drivers {
-        for device in pci.bound(to: driver) { boundTo[device, default: []].append(driver) }
-    }
-    for device in devices {
-        let link = pci.driverLink(of: device)
-        let listed = boundTo[device] ?? []
-        #expect(listed.count <= 1, "\(device) listed by drivers \(listed)", sourceLocation: sourceLocation)
-        #expect(link.flatMap { $0.split(separator: "/").last.map(String.init) } == listed.first,
-                "\(device): driver link \(link ?? "none"), listed by \(listed)", sourceLocation: sourceLocation)
-        #expect(link.map { $0.contains("/bus/pci/drivers/") } ?? true, "\(device): driver link \(link ?? "")",
-                sourceLocation: sourceLocation)
-    }
 }

@@ -30,7 +30,7 @@ struct IOMMUDeferredAttachTests {
             #expect(try nicIsMapped(m))
             // A second mapping finds the attach done: nothing to do.
             try m.ctlOK("dma-map", D.nic)
-            try m.expectDumpRoundTrip()
+            try expectDumpRoundTrip(m)
         }
     }
 

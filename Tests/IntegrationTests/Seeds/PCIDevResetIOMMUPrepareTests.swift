@@ -91,7 +91,7 @@ struct PCIDevResetIOMMUPrepareTests {
             #expect(Syscall.write(pci.type(1), "identity") == .ok(8))
             #expect(Syscall.write(pci.type(1), "DMA") == .ok(3))
             expectConsistentTree(m)
-            try m.expectDumpRoundTrip()
+            try expectDumpRoundTrip(m)
         }
     }
 

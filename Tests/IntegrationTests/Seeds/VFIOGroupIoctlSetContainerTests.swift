@@ -69,7 +69,7 @@ struct VFIOGroupIoctlSetContainerTests {
             #expect(pci.driver(of: D.nic) == "igb")
             #expect(Syscall.write(pci.type(4), "identity") == .failed(EPERM))
             expectConsistentTree(m)
-            try m.expectDumpRoundTrip()
+            try expectDumpRoundTrip(m)
         }
     }
 
