@@ -52,12 +52,7 @@ struct ConcurrencyTests {
         let nic = try machine.device(M.nic)
         let group = try #require(nic.group)
         #expect(group.write("DMA") == .success(3))
-        let reset = SharedValue<Errno??>(nil)
-        let thread = Thread { let r = machine.reset(nic); reset.withLock { $0 = .some(r) } }
-        thread.start()
-        let started = ContinuousClock.now
-        while !group.isResetting && ContinuousClock.now - started < .seconds(5) { usleep(100) }
-        try #require(group.isResetting, "the reset did not start")
+        let reset = try M.startReset(machine, nic, fencing: group)
 
         #expect(group.write("identity") == .failure(.resourceBusy))
         #expect(group.claimDMAOwner(M.user) == .resourceBusy)
@@ -84,12 +79,7 @@ struct ConcurrencyTests {
         let gpu = try machine.device("0000:01:00.0"), audio = try machine.device("0000:01:00.1")
         let group = try #require(gpu.group)
         machine.remove(audio)
-        let reset = SharedValue<Errno??>(nil)
-        let thread = Thread { let r = machine.reset(gpu); reset.withLock { $0 = .some(r) } }
-        thread.start()
-        let started = ContinuousClock.now
-        while !group.isResetting && ContinuousClock.now - started < .seconds(5) { usleep(100) }
-        try #require(group.isResetting, "the reset did not start")
+        let reset = try M.startReset(machine, gpu, fencing: group)
         machine.rescan()
         let during = group.snapshot
         #expect(reset.withLock { $0 } == nil, "the reset ended before the rescan")
@@ -173,6 +163,17 @@ struct ConcurrencyTests {
 /// NVMe behind it, a root port with an unbound ATS SR-IOV NIC, a PCI bridge
 /// with a bound NIC and an unbound USB controller.
 enum ConcurrencyMachine {
+    /// Resets `device` on a thread of its own and returns once `group` is
+    /// fenced; the value is the reset's result once it has ended.
+    static func startReset(_ machine: Machine, _ device: Device, fencing group: IOMMUGroup) throws -> SharedValue<Errno??> {
+        let reset = SharedValue<Errno??>(nil)
+        Thread { let r = machine.reset(device); reset.withLock { $0 = .some(r) } }.start()
+        let started = ContinuousClock.now
+        while !group.isResetting && ContinuousClock.now - started < .seconds(5) { usleep(100) }
+        try #require(group.isResetting, "the reset did not start")
+        return reset
+    }
+
     static let nvme = "0000:02:00.0"
     static let nic = "0000:03:00.0"
     static let bridge = "0000:00:1e.0"
