@@ -221,7 +221,7 @@ enum Section14 {
 // MARK: - The oracle's machine
 
 /// The QEMU q35 machine the 6.12 oracle transcript was printed on
-/// (/work/shared/oracle/README.md): one VT-d unit with caching mode, so the
+/// (Tests/IntegrationTests/Fixtures/oracle/ORACLE.md): one VT-d unit with caching mode, so the
 /// boot default is strict DMA.
 enum Oracle612 {
     static let devices: [TestDevice] = {

@@ -2,7 +2,7 @@ import IOMMUCore
 import SystemPackage
 import Testing
 
-/// Replays of /work/shared/oracle/6.12-default.txt (Debian 6.12.95 on QEMU
+/// Replays of Tests/IntegrationTests/Fixtures/oracle/6.12-default.txt (Debian 6.12.95 on QEMU
 /// q35, VT-d with caching mode) against `Oracle612.machine()`. Every expected
 /// value below was transcribed from the transcript.
 @Suite("oracle: Linux 6.12 on q35 with caching-mode VT-d")

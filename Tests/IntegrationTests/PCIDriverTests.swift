@@ -6,7 +6,7 @@ import Testing
 /// `drivers_probe`) through the mount, and how binding decides who may
 /// change a group's `type` (kernel-behaviour §5). Every errno is the one
 /// the 6.12 "alt" oracle transcript printed for the same write
-/// (/work/shared/oracle/6.12-default-alt-pci.txt, sections bind and override).
+/// (Tests/IntegrationTests/Fixtures/oracle/6.12-default-alt-pci.txt, sections bind and override).
 /// A bind refused (EBUSY) because a user owns the group needs VFIO's ioctls,
 /// which the mount does not serve yet: ConcurrencyTests covers it on the core.
 @Suite("PCI drivers") struct PCIDriverTests {

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 
 /// kernfs lists a directory in (hash, name) order. The expected orders are
-/// getdents orders printed by Linux 6.12 and 6.1 (/work/shared/oracle).
+/// getdents orders printed by Linux 6.12 and 6.1 (Tests/IntegrationTests/Fixtures/oracle).
 @Suite("kernfs listing order") struct KernfsOrderTests {
     /// `readdir ... order=` lines of the transcripts.
     static let transcriptOrders: [[String]] = [
