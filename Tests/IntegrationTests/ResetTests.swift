@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import Topology
 
 /// `reset` through the mount: the kstrtoul parsing of the oracle's reset
 /// section, and reset fencing (kernel-behaviour §7): while an ATS device
@@ -34,9 +35,13 @@ import Testing
         }
     }
 
+    /// The default machine with a 1.5 s NIC reset: the checks made during
+    /// it fit whatever the load of the machine running the tests.
+    static let slowReset = Topology.defaultMachineJSON.replacingOccurrences(of: #""ats": true,"#, with: #""ats": true, "reset_ms": 1500,"#)
+
     @Test("during a reset of the ATS NIC, a new domain for its group is refused with EBUSY")
     func fenceRefusesDomainChange() throws {
-        try MountedMachine.with { m in
+        try withTopology(Self.slowReset) { m in
             let pci = SysfsPCI(m)
             let type = pci.type(4)
             let reset = whileResetting(m, D.nic) {
@@ -53,7 +58,7 @@ import Testing
 
     @Test("during the reset, the same type and the live DMA → DMA-FQ switch still succeed")
     func fenceLetsLiveSwitchThrough() throws {
-        try MountedMachine.with { m in
+        try withTopology(Self.slowReset) { m in
             let pci = SysfsPCI(m)
             let type = pci.type(4)
             #expect(Syscall.write(type, "DMA") == .ok(3))
